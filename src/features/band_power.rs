@@ -1,0 +1,1 @@
+//! Band power. (Being written.)

@@ -1,0 +1,39 @@
+//! Features: cut the filtered stream into sliding windows ([`window::Windower`]) and turn each
+//! window into a feature vector ([`FeatureExtractor`]).
+//!
+//! - [`window`]: ring buffer per channel; emits a window every `hop` samples once `length`
+//!   samples have arrived, independent of how the input was chunked.
+//! - [`band_power`]: Welch or windowed-FFT band power per channel per band, log power.
+//!
+//! Extractors that are fitted on calibration data (CSP, tangent space) plug in here too.
+
+pub mod band_power;
+pub mod window;
+
+/// One analysis window: `channels × samples`, channel-major, oldest sample first.
+#[derive(Debug, Clone, Copy)]
+pub struct Window<'a> {
+    pub data: &'a [f32],
+    pub channels: usize,
+    pub samples: usize,
+    /// Sampling rate of the samples, Hz.
+    pub rate: f64,
+    /// Timestamp of the window's last (newest) sample.
+    pub end_timestamp: f64,
+}
+
+impl<'a> Window<'a> {
+    pub fn channel(&self, c: usize) -> &'a [f32] {
+        &self.data[c * self.samples..(c + 1) * self.samples]
+    }
+}
+
+/// Turns a window into a fixed-length feature vector. `extract` runs once per window on the
+/// hot path: it must not allocate once built.
+pub trait FeatureExtractor: Send {
+    /// One name per output value, e.g. `C3:mu`; its length is the feature dimension.
+    fn names(&self) -> &[String];
+
+    /// Write `names().len()` values into `out`.
+    fn extract(&mut self, window: &Window<'_>, out: &mut [f32]);
+}

@@ -1,0 +1,1 @@
+//! Synthetic motor-imagery EEG. (Being written.)
