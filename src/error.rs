@@ -44,12 +44,21 @@ impl Error {
         }
     }
 
-    pub fn format(format: &'static str, path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
+    pub fn format(
+        format: &'static str,
+        path: impl Into<PathBuf>,
+        detail: impl Into<String>,
+    ) -> Self {
         Error::Format {
             format,
             path: path.into(),
             detail: detail.into(),
         }
+    }
+
+    /// Writing to a closed pipe (`neurostream replay f.edf | head`): not a failure to report.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
     }
 
     pub fn config(origin: impl Into<String>, detail: impl Into<String>) -> Self {

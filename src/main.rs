@@ -1,1 +1,55 @@
-fn main() {}
+//! The `neurostream` command line. Each subcommand is one file in `src/cli/`.
+
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+#[derive(Parser)]
+#[command(
+    name = "neurostream",
+    version,
+    about = "Real-time EEG streaming: recordings and simulated EEG through filters to spectral features"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Describe a recording (EDF, EDF+, BDF, XDF): streams, channels, rate, duration, events.
+    Info(cli::info::InfoArgs),
+    /// Run a recording through a pipeline and print or write per-window features.
+    Replay(cli::replay::ReplayArgs),
+    /// Generate simulated motor-imagery EEG with cue markers.
+    Simulate(cli::simulate::SimulateArgs),
+    /// Run the embedded default pipeline on the simulator (no headset, no download).
+    Demo(cli::demo::DemoArgs),
+    /// Check a pipeline file without running it.
+    Check(cli::check::CheckArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info(args) => cli::info::run(args),
+        Command::Replay(args) => cli::replay::run(args),
+        Command::Simulate(args) => cli::simulate::run(args),
+        Command::Demo(args) => cli::demo::run(args),
+        Command::Check(args) => cli::check::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.is_broken_pipe() => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

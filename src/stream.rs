@@ -113,7 +113,11 @@ impl StreamInfo {
 /// strip surrounding whitespace and the dots that pad EDF labels to four characters
 /// (`C3..` → `C3`, `Fc5.` → `Fc5`), keep the case of the rest.
 pub fn normalize_label(raw: &str) -> String {
-    raw.trim().trim_end_matches('.').trim_start_matches('.').trim().to_string()
+    raw.trim()
+        .trim_end_matches('.')
+        .trim_start_matches('.')
+        .trim()
+        .to_string()
 }
 
 /// A block of samples: `channels × samples`, channel-major, with one timestamp per sample
@@ -268,7 +272,8 @@ mod tests {
 
     #[test]
     fn interleaved_transposes_to_channel_major() {
-        let chunk = Chunk::from_interleaved(2, &[1.0, 10.0, 2.0, 20.0, 3.0, 30.0], vec![0.0, 1.0, 2.0]);
+        let chunk =
+            Chunk::from_interleaved(2, &[1.0, 10.0, 2.0, 20.0, 3.0, 30.0], vec![0.0, 1.0, 2.0]);
         assert_eq!(chunk.channel(0), &[1.0, 2.0, 3.0]);
         assert_eq!(chunk.channel(1), &[10.0, 20.0, 30.0]);
     }

@@ -79,7 +79,11 @@ impl Recording {
     /// The stream a pipeline should run on: the first signal stream of type EEG
     /// (case-insensitive), else the signal stream with the most channels.
     pub fn primary_signal(&self) -> Option<&RecordedStream> {
-        let signals = || self.streams.iter().filter(|s| s.is_signal() && s.sample_count() > 0);
+        let signals = || {
+            self.streams
+                .iter()
+                .filter(|s| s.is_signal() && s.sample_count() > 0)
+        };
         signals()
             .find(|s| s.info.has_type("EEG"))
             .or_else(|| signals().max_by_key(|s| s.info.channel_count()))

@@ -1,1 +1,189 @@
-//! Pipeline. (Being written.)
+//! The synchronous hot path: preprocess → window → features, and (later) decoder → control.
+//!
+//! [`Pipeline::process`] takes one chunk, filters it in place, advances the sliding window and
+//! calls back once per completed window with its feature vector. It owns every buffer it needs,
+//! so once the largest chunk has been seen it does not allocate. The driver loop
+//! ([`run`]) pulls from a [`Source`] and hands windows to a sink; it is what `replay` and
+//! `demo` run, and what the async service will run on its DSP thread.
+
+pub mod config;
+
+pub use config::{FeaturesConfig, PipelineConfig, SourceConfig};
+
+use crate::error::Result;
+use crate::features::band_power::BandPower;
+use crate::features::window::Windower;
+use crate::features::FeatureExtractor;
+use crate::preprocess::Preprocessor;
+use crate::source::{Source, SourceItem, StreamStatus};
+use crate::stream::{Chunk, Event, StreamInfo};
+
+/// The features of one window, lent to the caller for the duration of a callback.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowFeatures<'a> {
+    /// Timestamp of the newest sample in the window.
+    pub end_timestamp: f64,
+    /// One value per [`Pipeline::feature_names`] entry.
+    pub values: &'a [f32],
+}
+
+pub struct Pipeline {
+    preprocess: Preprocessor,
+    windower: Windower,
+    extractor: Box<dyn FeatureExtractor>,
+    features: Vec<f32>,
+    rate: f64,
+    input_channels: usize,
+}
+
+impl Pipeline {
+    /// Build for a stream: every stream-dependent check (labels exist, filters below Nyquist,
+    /// window long enough) happens here, before the first sample.
+    pub fn build(config: &PipelineConfig, input: &StreamInfo) -> Result<Self> {
+        if input.is_irregular() {
+            return Err(crate::Error::Stream(format!(
+                "stream {:?} has an irregular rate; the pipeline needs a regularly sampled signal stream",
+                input.name
+            )));
+        }
+        let preprocess = config.preprocess.build(input)?;
+        let rate = input.nominal_rate;
+        let (window, hop) = config.features.window_and_hop(rate)?;
+        let out = preprocess.output_info();
+        let labels: Vec<String> = out.labels().map(str::to_owned).collect();
+        let band_power: BandPower = config.features.band_power.build(&labels, rate, window)?;
+        let dimension = band_power.names().len();
+        Ok(Pipeline {
+            windower: Windower::new(labels.len(), window, hop),
+            preprocess,
+            extractor: Box::new(band_power),
+            features: vec![0.0; dimension],
+            rate,
+            input_channels: input.channel_count(),
+        })
+    }
+
+    pub fn feature_names(&self) -> &[String] {
+        self.extractor.names()
+    }
+
+    /// The stream after preprocessing (selected channels).
+    pub fn output_info(&self) -> &StreamInfo {
+        self.preprocess.output_info()
+    }
+
+    /// Filter `chunk` in place and emit the features of every window it completes.
+    pub fn process(&mut self, chunk: &mut Chunk, mut on_window: impl FnMut(WindowFeatures<'_>)) {
+        debug_assert_eq!(chunk.channels(), self.input_channels);
+        self.preprocess.process(chunk);
+        let Pipeline {
+            windower,
+            extractor,
+            features,
+            rate,
+            ..
+        } = self;
+        windower.push(chunk, *rate, |window| {
+            extractor.extract(window, features);
+            on_window(WindowFeatures {
+                end_timestamp: window.end_timestamp,
+                values: features,
+            });
+        });
+    }
+
+    /// Forget all filter and window state (after a gap or a reconnect).
+    pub fn reset(&mut self) {
+        self.preprocess.reset();
+        self.windower.reset();
+    }
+}
+
+/// Receives what the pipeline produces.
+pub trait WindowSink {
+    /// One window's features; `marker` is the label of the event whose span
+    /// `[onset, onset + duration]` holds the window's end, if any.
+    fn window(&mut self, features: WindowFeatures<'_>, marker: Option<&str>) -> Result<()>;
+
+    /// Events as the source delivered them.
+    fn events(&mut self, _events: &[Event]) -> Result<()> {
+        Ok(())
+    }
+
+    fn status(&mut self, _status: &StreamStatus) -> Result<()> {
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Counts from one [`run`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub chunks: u64,
+    pub samples: u64,
+    pub windows: u64,
+    pub events: u64,
+}
+
+/// Drive `source` through `pipeline` into `sink` until the source ends. `on_progress` is
+/// called after each chunk with the running totals (for progress bars).
+pub fn run(
+    source: &mut dyn Source,
+    pipeline: &mut Pipeline,
+    sink: &mut dyn WindowSink,
+    mut on_progress: impl FnMut(&RunSummary),
+) -> Result<RunSummary> {
+    let mut summary = RunSummary::default();
+    // Events arrive after the chunk that reaches their onset, so a window is labelled with the
+    // events known when it is emitted; windows ending inside a cue still get the cue because
+    // cues start before the windows that overlap them end.
+    let mut active: Vec<Event> = Vec::new();
+    let mut sink_error = None;
+    while let Some(item) = source.next_item()? {
+        match item {
+            SourceItem::Chunk(mut chunk) => {
+                summary.chunks += 1;
+                summary.samples += chunk.samples() as u64;
+                pipeline.process(&mut chunk, |features| {
+                    if sink_error.is_some() {
+                        return;
+                    }
+                    summary.windows += 1;
+                    let t = features.end_timestamp;
+                    let marker = active
+                        .iter()
+                        .rev()
+                        .find(|e| e.onset <= t && t <= e.onset + e.duration)
+                        .map(|e| e.label.as_str());
+                    if let Err(e) = sink.window(features, marker) {
+                        sink_error = Some(e);
+                    }
+                });
+                if let Some(e) = sink_error.take() {
+                    return Err(e);
+                }
+                // Keep only events that can still label a future window.
+                if let Some(now) = chunk.last_timestamp() {
+                    active.retain(|e| e.onset + e.duration >= now);
+                }
+                on_progress(&summary);
+            }
+            SourceItem::Events(events) => {
+                summary.events += events.len() as u64;
+                sink.events(&events)?;
+                active.extend(events);
+            }
+            SourceItem::Status(status) => {
+                if matches!(status, StreamStatus::Lost { .. }) {
+                    pipeline.reset();
+                }
+                sink.status(&status)?;
+            }
+        }
+    }
+    sink.finish()?;
+    Ok(summary)
+}

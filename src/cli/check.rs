@@ -1,0 +1,41 @@
+//! `neurostream check PIPELINE [--recording FILE]`: validate a pipeline file.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use neurostream::pipeline::{Pipeline, PipelineConfig};
+use neurostream::source::Source;
+use neurostream::Result;
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// Pipeline file (TOML).
+    pub pipeline: PathBuf,
+    /// Also build the pipeline against this recording's primary stream (checks channel labels
+    /// and frequencies against its rate). Without it, the pipeline's own source is used.
+    #[arg(long)]
+    pub recording: Option<PathBuf>,
+}
+
+pub fn run(args: CheckArgs) -> Result<()> {
+    let config = PipelineConfig::from_file(&args.pipeline)?;
+    config.validate()?;
+    let source: Box<dyn Source> = match &args.recording {
+        Some(path) => Box::new(neurostream::source::replay::Replay::new(
+            &neurostream::io::open(path)?,
+            None,
+            16,
+            neurostream::source::Pace::AsFastAsPossible,
+        )?),
+        None => config.source.build()?,
+    };
+    let pipeline = Pipeline::build(&config, source.stream_info())?;
+    println!(
+        "{}: ok ({} input channel(s) at {} Hz → {} feature(s) per window)",
+        args.pipeline.display(),
+        source.stream_info().channel_count(),
+        source.stream_info().nominal_rate,
+        pipeline.feature_names().len()
+    );
+    Ok(())
+}

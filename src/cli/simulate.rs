@@ -1,0 +1,125 @@
+//! `neurostream simulate`: synthetic motor-imagery EEG as CSV or JSON lines.
+
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+use clap::Args;
+use neurostream::output::OutputFormat;
+use neurostream::source::simulator::SimulatorConfig;
+use neurostream::source::{Source, SourceItem};
+use neurostream::stream::{Chunk, Event};
+use neurostream::{Error, Result};
+
+#[derive(Args)]
+pub struct SimulateArgs {
+    /// Seconds of EEG to generate.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Random seed: the same seed gives the same EEG.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Sampling rate, Hz.
+    #[arg(long, default_value_t = 160.0)]
+    pub rate: f64,
+    /// Electrode montage: motor16 or eegmmidb64.
+    #[arg(long, default_value = "motor16")]
+    pub montage: String,
+    /// Pace: 0 = as fast as possible (default), 1.0 = real time.
+    #[arg(long, default_value_t = 0.0)]
+    pub speed: f64,
+    /// Output format: csv (timestamp, one column per channel, marker) or jsonl.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Csv)]
+    pub format: OutputFormat,
+    /// Write to this file instead of standard output.
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(args: SimulateArgs) -> Result<()> {
+    let montage = serde_json::from_value(serde_json::Value::from(args.montage.clone()))
+        .map_err(|e| Error::config("--montage", format!("{:?}: {e}", args.montage)))?;
+    if !(args.seconds.is_finite() && args.seconds > 0.0) {
+        return Err(Error::config(
+            "--seconds",
+            format!("{} must be a positive number of seconds", args.seconds),
+        ));
+    }
+    let config = SimulatorConfig {
+        seed: args.seed,
+        rate: args.rate,
+        montage,
+        duration_seconds: Some(args.seconds),
+        speed: args.speed,
+        ..SimulatorConfig::default()
+    };
+    config.validate()?;
+    let mut source = config.build()?;
+    let labels: Vec<String> = source.stream_info().labels().map(str::to_owned).collect();
+    let origin = args.out.clone().unwrap_or_else(|| "<stdout>".into());
+    let io_err = |e| Error::io(&origin, e);
+    let mut out: Box<dyn Write> = match &args.out {
+        Some(path) => Box::new(BufWriter::new(
+            std::fs::File::create(path).map_err(|e| Error::io(path, e))?,
+        )),
+        None => Box::new(BufWriter::new(std::io::stdout().lock())),
+    };
+    if args.format == OutputFormat::Csv {
+        writeln!(out, "timestamp,{},marker", labels.join(",")).map_err(io_err)?;
+    }
+    let bar = super::progress_bar((args.seconds * args.rate).round() as u64, "samples");
+    // Markers follow the chunk that holds their onset, so each chunk waits until the next item
+    // and its rows carry the markers of the sample nearest to each onset.
+    let mut pending: Option<Chunk> = None;
+    let half_period = 0.5 / args.rate;
+    let write_chunk =
+        |chunk: &Chunk, events: &[Event], out: &mut Box<dyn Write>| -> std::io::Result<()> {
+            for (s, &t) in chunk.timestamps().iter().enumerate() {
+                let marker = events
+                    .iter()
+                    .find(|e| (e.onset - t).abs() < half_period)
+                    .map(|e| e.label.as_str());
+                match args.format {
+                    OutputFormat::Csv => {
+                        write!(out, "{t:.6}")?;
+                        for c in 0..chunk.channels() {
+                            write!(out, ",{}", chunk.channel(c)[s])?;
+                        }
+                        writeln!(out, ",{}", marker.unwrap_or(""))?;
+                    }
+                    OutputFormat::Jsonl => {
+                        let values: Vec<f32> =
+                            (0..chunk.channels()).map(|c| chunk.channel(c)[s]).collect();
+                        let line = serde_json::json!({"t": t, "values": values, "marker": marker});
+                        writeln!(out, "{line}")?;
+                    }
+                }
+            }
+            Ok(())
+        };
+    let mut samples = 0u64;
+    while let Some(item) = source.next_item()? {
+        match item {
+            SourceItem::Chunk(chunk) => {
+                if let Some(previous) = pending.replace(chunk) {
+                    samples += previous.samples() as u64;
+                    write_chunk(&previous, &[], &mut out).map_err(io_err)?;
+                    bar.set_position(samples);
+                }
+            }
+            SourceItem::Events(events) => {
+                if let Some(previous) = pending.take() {
+                    samples += previous.samples() as u64;
+                    write_chunk(&previous, &events, &mut out).map_err(io_err)?;
+                    bar.set_position(samples);
+                }
+            }
+            SourceItem::Status(_) => {}
+        }
+    }
+    if let Some(previous) = pending.take() {
+        write_chunk(&previous, &[], &mut out).map_err(io_err)?;
+    }
+    out.flush().map_err(io_err)?;
+    bar.finish_and_clear();
+    Ok(())
+}
