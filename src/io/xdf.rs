@@ -233,7 +233,10 @@ struct Chunk<'a> {
 }
 
 fn next_chunk(bytes: &[u8], start: usize) -> Result<Chunk<'_>, String> {
-    let mut header = Cursor::new(&bytes[start..], start);
+    let mut header = Cursor {
+        scope: "file",
+        ..Cursor::new(&bytes[start..], start)
+    };
     let length = header.varlen().map_err(|e| {
         format!(
             "chunk at byte {start}: cannot read its length ({e}); the file is truncated or corrupt"
@@ -276,11 +279,18 @@ struct Cursor<'a> {
     pos: usize,
     /// File offset of `data[0]`.
     base: usize,
+    /// What `data` is, for messages: "chunk" or "file".
+    scope: &'static str,
 }
 
 impl<'a> Cursor<'a> {
     fn new(data: &'a [u8], base: usize) -> Self {
-        Cursor { data, pos: 0, base }
+        Cursor {
+            data,
+            pos: 0,
+            base,
+            scope: "chunk",
+        }
     }
 
     fn remaining(&self) -> usize {
@@ -290,9 +300,10 @@ impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
         if n > self.remaining() {
             return Err(format!(
-                "{what} at byte {} needs {n} bytes but only {} remain in the chunk",
+                "{what} at byte {} needs {n} bytes but only {} remain in the {}",
                 self.base + self.pos,
-                self.remaining()
+                self.remaining(),
+                self.scope
             ));
         }
         let slice = &self.data[self.pos..self.pos + n];

@@ -297,7 +297,11 @@ mod tests {
         // off by 1 ms here.
         for (i, (&t, &v)) in times.iter().zip(&values).enumerate() {
             if i != 20 {
-                assert!((line.at(t) - v).abs() < 1e-5, "at {t}: {} vs {v}", line.at(t));
+                assert!(
+                    (line.at(t) - v).abs() < 1e-5,
+                    "at {t}: {} vs {v}",
+                    line.at(t)
+                );
             }
         }
     }
