@@ -29,7 +29,9 @@
 //!   bounded by a small multiple of the file size, whatever the header claims.
 //! - **Errors, not panics.** Every header number is parsed with its field named in the error,
 //!   arithmetic on header-derived sizes is checked, and malformed TALs are reported with the
-//!   record they are in.
+//!   record they are in. Digital minimum = maximum is rejected (the scaling would divide by
+//!   zero); physical minimum = maximum is accepted (the spec forbids it, but it only makes a
+//!   constant channel, and some writers emit it for unused inputs).
 //!
 //! Why not a crate: `edf-rs` 0.2 and `edfplus` 0.1 both read EEGMMIDB S001R04 correctly,
 //! but both open a path (this reader receives bytes, as [`super::open`] sniffs the magic
@@ -50,7 +52,9 @@ const BDF_MAGIC: &[u8] = b"\xFFBIOSEMI";
 const EDF_MAGIC: &[u8] = b"0       ";
 
 /// EDF+ labels that start with one of these words carry the signal type (`EEG Fpz-Cz`).
-const KNOWN_KINDS: &[&str] = &["EEG", "ECG", "EOG", "ERG", "EMG", "MEG", "MCG", "EP", "Resp", "SaO2", "Temp"];
+const KNOWN_KINDS: &[&str] = &[
+    "EEG", "ECG", "EOG", "ERG", "EMG", "MEG", "MCG", "EP", "Resp", "SaO2", "Temp",
+];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Flavor {
@@ -131,22 +135,33 @@ impl Ctx<'_> {
 
     fn int(&self, bytes: &[u8], field: &str) -> Result<i64> {
         let text = Self::text(bytes);
-        text.parse::<i64>()
-            .map_err(|_| self.err(format!("{field} is {:?}, not an integer", String::from_utf8_lossy(bytes))))
+        text.parse::<i64>().map_err(|_| {
+            self.err(format!(
+                "{field} is {:?}, not an integer",
+                String::from_utf8_lossy(bytes)
+            ))
+        })
     }
 
     fn float(&self, bytes: &[u8], field: &str) -> Result<f64> {
         let text = Self::text(bytes);
         match text.parse::<f64>() {
             Ok(v) if v.is_finite() => Ok(v),
-            _ => Err(self.err(format!("{field} is {:?}, not a finite number", String::from_utf8_lossy(bytes)))),
+            _ => Err(self.err(format!(
+                "{field} is {:?}, not a finite number",
+                String::from_utf8_lossy(bytes)
+            ))),
         }
     }
 }
 
 /// Parse an EDF, EDF+ or BDF file already read into memory.
 pub fn parse(bytes: &[u8], path: &Path) -> Result<Recording> {
-    let flavor = if bytes.starts_with(BDF_MAGIC) { Flavor::Bdf } else { Flavor::Edf };
+    let flavor = if bytes.starts_with(BDF_MAGIC) {
+        Flavor::Bdf
+    } else {
+        Flavor::Edf
+    };
     let ctx = Ctx { flavor, path };
     let header = parse_header(bytes, &ctx)?;
     let data = &bytes[header.header_bytes..];
@@ -157,7 +172,12 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Recording> {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
 
-    let mut streams = read_signals(&header, data, annotations.as_ref().map(|a| &a.record_onsets), &stem);
+    let mut streams = read_signals(
+        &header,
+        data,
+        annotations.as_ref().map(|a| a.record_onsets.as_slice()),
+        &stem,
+    );
     if let Some(mut found) = annotations {
         found.events.sort_by(|a, b| a.onset.total_cmp(&b.onset));
         streams.push(RecordedStream {
@@ -205,7 +225,10 @@ fn parse_header(bytes: &[u8], ctx: &Ctx) -> Result<Header> {
     }
     let ns = ns as usize; // at most 9999: the field has four digits
     let header_bytes = (ns + 1) * SIGNAL_HEADER;
-    let declared_header = ctx.int(field(184, 8), "number of header bytes (header bytes 184..192)")?;
+    let declared_header = ctx.int(
+        field(184, 8),
+        "number of header bytes (header bytes 184..192)",
+    )?;
     if declared_header != header_bytes as i64 {
         return Err(ctx.err(format!(
             "number of header bytes is {declared_header}, but {ns} signals need {header_bytes}"
@@ -218,9 +241,14 @@ fn parse_header(bytes: &[u8], ctx: &Ctx) -> Result<Header> {
         )));
     }
 
-    let record_duration = ctx.float(field(244, 8), "duration of a data record (header bytes 244..252)")?;
+    let record_duration = ctx.float(
+        field(244, 8),
+        "duration of a data record (header bytes 244..252)",
+    )?;
     if record_duration < 0.0 {
-        return Err(ctx.err(format!("duration of a data record is {record_duration}, negative")));
+        return Err(ctx.err(format!(
+            "duration of a data record is {record_duration}, negative"
+        )));
     }
 
     // Signal header fields are stored field by field: all labels, then all transducers...
@@ -234,10 +262,14 @@ fn parse_header(bytes: &[u8], ctx: &Ctx) -> Result<Header> {
     for s in 0..ns {
         let raw_label = Ctx::text(sig_field(s, 0, 16));
         let name = |f: &str| format!("signal {s} ({raw_label:?}) {f}");
-        let is_annotation = raw_label == flavor.annotation_label();
+        // Either spelling in either flavour: some BDF+ writers use the EDF label.
+        let is_annotation = raw_label == "EDF Annotations" || raw_label == "BDF Annotations";
         let spr = ctx.int(sig_field(s, 216, 8), &name("samples per record"))?;
         if spr < 1 {
-            return Err(ctx.err(format!("{} is {spr}, must be at least 1", name("samples per record"))));
+            return Err(ctx.err(format!(
+                "{} is {spr}, must be at least 1",
+                name("samples per record")
+            )));
         }
         let spr = spr as usize; // at most 99,999,999: eight digits
         let (gain, bias) = if is_annotation {
@@ -297,7 +329,10 @@ fn parse_header(bytes: &[u8], ctx: &Ctx) -> Result<Header> {
     }
 
     let data_len = bytes.len() - header_bytes;
-    let declared = ctx.int(field(236, 8), "number of data records (header bytes 236..244)")?;
+    let declared = ctx.int(
+        field(236, 8),
+        "number of data records (header bytes 236..244)",
+    )?;
     let records = match declared {
         -1 => {
             if data_len % record_bytes != 0 {
@@ -310,16 +345,28 @@ fn parse_header(bytes: &[u8], ctx: &Ctx) -> Result<Header> {
         }
         n if n < 0 => return Err(ctx.err(format!("number of data records is {n}, negative"))),
         n => {
-            let n = usize::try_from(n).map_err(|_| ctx.err(format!("number of data records {n} is too large")))?;
+            let n = usize::try_from(n)
+                .map_err(|_| ctx.err(format!("number of data records {n} is too large")))?;
             let expected = n
                 .checked_mul(record_bytes)
                 .and_then(|d| d.checked_add(header_bytes))
-                .ok_or_else(|| ctx.err(format!("{n} records of {record_bytes} bytes overflow the file size")))?;
+                .ok_or_else(|| {
+                    ctx.err(format!(
+                        "{n} records of {record_bytes} bytes overflow the file size"
+                    ))
+                })?;
             if expected != bytes.len() {
                 let what = if bytes.len() < expected {
-                    "truncated: the file ends before the last declared record"
+                    format!(
+                        "truncated: the data holds {} whole records and {} bytes of the next",
+                        data_len / record_bytes,
+                        data_len % record_bytes
+                    )
                 } else {
-                    "extra bytes after the last declared record"
+                    format!(
+                        "{} extra bytes after the last declared record",
+                        bytes.len() - expected
+                    )
                 };
                 return Err(ctx.err(format!(
                     "file size is {} bytes but the header declares {expected} \
@@ -350,7 +397,8 @@ struct Annotations {
 
 /// Parse every TAL of every annotation signal. `None` when the file has no annotation signal.
 fn read_annotations(header: &Header, data: &[u8], ctx: &Ctx) -> Result<Option<Annotations>> {
-    let annotation_signals: Vec<&Signal> = header.signals.iter().filter(|s| s.is_annotation).collect();
+    let annotation_signals: Vec<&Signal> =
+        header.signals.iter().filter(|s| s.is_annotation).collect();
     if annotation_signals.is_empty() {
         return Ok(None);
     }
@@ -361,8 +409,10 @@ fn read_annotations(header: &Header, data: &[u8], ctx: &Ctx) -> Result<Option<An
         let record = &data[r * header.record_bytes..(r + 1) * header.record_bytes];
         let mut onset = None;
         for (a, sig) in annotation_signals.iter().enumerate() {
-            let bytes = &record[sig.offset_in_record..sig.offset_in_record + sig.samples_per_record * bps];
-            let tals = parse_tals(bytes).map_err(|e| ctx.err(format!("annotations of data record {r}: {e}")))?;
+            let bytes =
+                &record[sig.offset_in_record..sig.offset_in_record + sig.samples_per_record * bps];
+            let tals = parse_tals(bytes)
+                .map_err(|e| ctx.err(format!("annotations of data record {r}: {e}")))?;
             for (t, tal) in tals.iter().enumerate() {
                 let mut texts = tal.texts.as_slice();
                 // The spec puts the time-keeping TAL first in the first annotation signal.
@@ -371,7 +421,11 @@ fn read_annotations(header: &Header, data: &[u8], ctx: &Ctx) -> Result<Option<An
                     texts = &texts[1..];
                 }
                 for text in texts.iter().filter(|x| !x.is_empty()) {
-                    events.push(Event::new(String::from_utf8_lossy(text), tal.onset, tal.duration));
+                    events.push(Event::new(
+                        String::from_utf8_lossy(text),
+                        tal.onset,
+                        tal.duration,
+                    ));
                 }
             }
         }
@@ -392,7 +446,10 @@ fn read_annotations(header: &Header, data: &[u8], ctx: &Ctx) -> Result<Option<An
             *o -= origin;
         }
     }
-    Ok(Some(Annotations { events, record_onsets }))
+    Ok(Some(Annotations {
+        events,
+        record_onsets,
+    }))
 }
 
 struct Tal<'a> {
@@ -431,22 +488,33 @@ fn parse_tals(bytes: &[u8]) -> std::result::Result<Vec<Tal<'_>>, String> {
             None => (head, None),
         };
         if !matches!(onset_text.first(), Some(b'+' | b'-')) {
-            return Err(format!("TAL onset {:?} does not start with '+' or '-'", lossy(onset_text)));
+            return Err(format!(
+                "TAL onset {:?} does not start with '+' or '-'",
+                lossy(onset_text)
+            ));
         }
-        let onset = parse_seconds(onset_text).ok_or_else(|| format!("TAL onset {:?} is not a number", lossy(onset_text)))?;
+        let onset = parse_seconds(onset_text)
+            .ok_or_else(|| format!("TAL onset {:?} is not a number", lossy(onset_text)))?;
         let duration = match duration_text {
-            Some(d) if !d.is_empty() => {
-                parse_seconds(d).ok_or_else(|| format!("TAL duration {:?} is not a number", lossy(d)))?
-            }
+            Some(d) if !d.is_empty() => parse_seconds(d)
+                .ok_or_else(|| format!("TAL duration {:?} is not a number", lossy(d)))?,
             _ => 0.0,
         };
-        tals.push(Tal { onset, duration, texts });
+        tals.push(Tal {
+            onset,
+            duration,
+            texts,
+        });
     }
     Ok(tals)
 }
 
 fn parse_seconds(text: &[u8]) -> Option<f64> {
-    std::str::from_utf8(text).ok()?.parse::<f64>().ok().filter(|v| v.is_finite())
+    std::str::from_utf8(text)
+        .ok()?
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
 }
 
 fn lossy(bytes: &[u8]) -> String {
@@ -454,11 +522,24 @@ fn lossy(bytes: &[u8]) -> String {
 }
 
 /// Decode the ordinary signals into one stream per sampling rate.
-fn read_signals(header: &Header, data: &[u8], record_onsets: Option<&Vec<Option<f64>>>, stem: &str) -> Vec<RecordedStream> {
+fn read_signals(
+    header: &Header,
+    data: &[u8],
+    record_onsets: Option<&[Option<f64>]>,
+    stem: &str,
+) -> Vec<RecordedStream> {
     // Group by samples per record: with one record duration, that is the rate.
     let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
-    for (i, sig) in header.signals.iter().enumerate().filter(|(_, s)| !s.is_annotation) {
-        match groups.iter_mut().find(|(spr, _)| *spr == sig.samples_per_record) {
+    for (i, sig) in header
+        .signals
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.is_annotation)
+    {
+        match groups
+            .iter_mut()
+            .find(|(spr, _)| *spr == sig.samples_per_record)
+        {
             Some((_, members)) => members.push(i),
             None => groups.push((sig.samples_per_record, vec![i])),
         }
@@ -507,7 +588,11 @@ fn read_signals(header: &Header, data: &[u8], record_onsets: Option<&Vec<Option<
             let info = StreamInfo {
                 name: stem.to_string(),
                 stream_type: "EEG".into(),
-                source_id: if g == 0 { stem.to_string() } else { format!("{stem}@{rate}Hz") },
+                source_id: if g == 0 {
+                    stem.to_string()
+                } else {
+                    format!("{stem}@{rate}Hz")
+                },
                 channels: members
                     .iter()
                     .map(|&i| {
@@ -564,13 +649,38 @@ mod tests {
         tals: Vec<Vec<u8>>,
     }
 
-    fn signal(label: &'static str, phys: (f64, f64), dig: (i32, i32), spr: usize, samples: Vec<Vec<i32>>) -> Synth {
-        Synth { label, unit: "uV", phys, dig, spr, samples, tals: Vec::new() }
+    fn signal(
+        label: &'static str,
+        phys: (f64, f64),
+        dig: (i32, i32),
+        spr: usize,
+        samples: Vec<Vec<i32>>,
+    ) -> Synth {
+        Synth {
+            label,
+            unit: "uV",
+            phys,
+            dig,
+            spr,
+            samples,
+            tals: Vec::new(),
+        }
     }
 
     fn annotations(label: &'static str, spr: usize, tals: Vec<Vec<u8>>) -> Synth {
-        Synth { label, unit: "", phys: (-1.0, 1.0), dig: (-32768, 32767), spr, samples: Vec::new(), tals }
+        Synth {
+            label,
+            unit: "",
+            phys: (-1.0, 1.0),
+            dig: (-32768, 32767),
+            spr,
+            samples: Vec::new(),
+            tals,
+        }
     }
+
+    /// Writes one signal-header field for a signal.
+    type FieldText = dyn Fn(&Synth) -> String;
 
     fn pad(text: &str, len: usize) -> Vec<u8> {
         let mut v = text.as_bytes().to_vec();
@@ -581,7 +691,13 @@ mod tests {
 
     /// Build an EDF (or BDF when `bdf`) file in memory, writing header fields as the spec
     /// lays them out and samples record by record.
-    fn build(bdf: bool, reserved: &str, records: usize, duration: &str, signals: &[Synth]) -> Vec<u8> {
+    fn build(
+        bdf: bool,
+        reserved: &str,
+        records: usize,
+        duration: &str,
+        signals: &[Synth],
+    ) -> Vec<u8> {
         let ns = signals.len();
         let bps = if bdf { 3 } else { 2 };
         let mut out = Vec::new();
@@ -599,7 +715,7 @@ mod tests {
         out.extend(pad(&records.to_string(), 8));
         out.extend(pad(duration, 8));
         out.extend(pad(&ns.to_string(), 4));
-        let fields: [(usize, &dyn Fn(&Synth) -> String); 10] = [
+        let fields: [(usize, &FieldText); 10] = [
             (16, &|s| s.label.to_string()),
             (80, &|_| String::new()),
             (8, &|s| s.unit.to_string()),
@@ -635,8 +751,20 @@ mod tests {
 
     fn two_rate_edf() -> Vec<u8> {
         // 2 records of 0.5 s: "fast" at 8 Hz (4/record), "slow" at 4 Hz (2/record).
-        let fast = signal("Fc5.", (-100.0, 100.0), (-1000, 1000), 4, vec![vec![-1000, 0, 500, 1000], vec![1, 2, 3, 4]]);
-        let slow = signal("EOG left", (0.0, 10.0), (0, 100), 2, vec![vec![0, 50], vec![100, 10]]);
+        let fast = signal(
+            "Fc5.",
+            (-100.0, 100.0),
+            (-1000, 1000),
+            4,
+            vec![vec![-1000, 0, 500, 1000], vec![1, 2, 3, 4]],
+        );
+        let slow = signal(
+            "EOG left",
+            (0.0, 10.0),
+            (0, 100),
+            2,
+            vec![vec![0, 50], vec![100, 10]],
+        );
         let ann = annotations(
             "EDF Annotations",
             30,
@@ -653,7 +781,9 @@ mod tests {
     }
 
     fn err_text(bytes: &[u8]) -> String {
-        parse(bytes, path()).expect_err("should not parse").to_string()
+        parse(bytes, path())
+            .expect_err("should not parse")
+            .to_string()
     }
 
     #[test]
@@ -667,8 +797,14 @@ mod tests {
         assert_eq!(fast.info.channels[0].kind, "EEG");
         assert_eq!(fast.info.format, ValueFormat::Int16);
         assert_eq!(fast.info.name, "synthetic");
-        assert_eq!(fast.channel(0).unwrap(), &[-100.0, 0.0, 50.0, 100.0, 0.1, 0.2, 0.3, 0.4]);
-        assert_eq!(fast.timestamps, [0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875]);
+        assert_eq!(
+            fast.channel(0).unwrap(),
+            &[-100.0, 0.0, 50.0, 100.0, 0.1, 0.2, 0.3, 0.4]
+        );
+        assert_eq!(
+            fast.timestamps,
+            [0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875]
+        );
 
         let slow = &rec.streams[1];
         assert_eq!(slow.info.nominal_rate, 4.0);
@@ -685,10 +821,16 @@ mod tests {
         assert_eq!(markers.info.stream_type, "Markers");
         assert_eq!(markers.info.nominal_rate, IRREGULAR_RATE);
         assert_eq!(markers.info.format, ValueFormat::String);
-        let StreamData::Markers(events) = &markers.data else { panic!("not markers") };
+        let StreamData::Markers(events) = &markers.data else {
+            panic!("not markers")
+        };
         assert_eq!(
             events,
-            &[Event::new("T1", 0.25, 0.5), Event::new("T2", 0.75, 0.0), Event::new("second", 0.75, 0.0)]
+            &[
+                Event::new("T1", 0.25, 0.5),
+                Event::new("T2", 0.75, 0.0),
+                Event::new("second", 0.75, 0.0)
+            ]
         );
         assert_eq!(markers.timestamps, [0.25, 0.75, 0.75]);
     }
@@ -700,7 +842,10 @@ mod tests {
         let ann = annotations(
             "EDF Annotations",
             20,
-            vec![b"+0.2\x14\x14\x00".to_vec(), b"+10.7\x14\x14Gap\x14\x00".to_vec()],
+            vec![
+                b"+0.2\x14\x14\x00".to_vec(),
+                b"+10.7\x14\x14Gap\x14\x00".to_vec(),
+            ],
         );
         let rec = parse(&build(false, "EDF+D", 2, "1", &[sig, ann]), path()).unwrap();
         assert_eq!(rec.streams[0].timestamps, [0.0, 0.5, 10.5, 11.0]);
@@ -709,16 +854,35 @@ mod tests {
 
     #[test]
     fn bdf_reads_24_bit_samples() {
-        let sig = signal("A1", (-262144.0, 262143.0), (-8388608, 8388607), 3, vec![vec![-8388608, -1, 8388607]]);
-        let status = signal("Status", (-8388608.0, 8388607.0), (-8388608, 8388607), 3, vec![vec![5, -5, 0]]);
-        let ann = annotations("BDF Annotations", 10, vec![b"+0\x14\x14\x00+0.5\x14Go\x14\x00".to_vec()]);
+        let sig = signal(
+            "A1",
+            (-262144.0, 262143.0),
+            (-8388608, 8388607),
+            3,
+            vec![vec![-8388608, -1, 8388607]],
+        );
+        let status = signal(
+            "Status",
+            (-8388608.0, 8388607.0),
+            (-8388608, 8388607),
+            3,
+            vec![vec![5, -5, 0]],
+        );
+        let ann = annotations(
+            "BDF Annotations",
+            10,
+            vec![b"+0\x14\x14\x00+0.5\x14Go\x14\x00".to_vec()],
+        );
         let bytes = build(true, "BDF+C", 1, "1", &[sig, status, ann]);
         let rec = parse(&bytes, Path::new("x.bdf")).unwrap();
         let s = &rec.streams[0];
         assert_eq!(s.info.format, ValueFormat::Int24);
         assert_eq!(s.info.channel_count(), 2);
         let a1 = s.channel(0).unwrap();
-        assert!((a1[0] + 262144.0).abs() < 1e-3 && (a1[2] - 262143.0).abs() < 1e-3, "{a1:?}");
+        assert!(
+            (a1[0] + 262144.0).abs() < 1e-3 && (a1[2] - 262143.0).abs() < 1e-3,
+            "{a1:?}"
+        );
         assert_eq!(s.channel(1).unwrap(), &[5.0, -5.0, 0.0]);
         assert_eq!(rec.events(), [Event::new("Go", 0.5, 0.0)]);
     }
@@ -730,7 +894,11 @@ mod tests {
         let rec = parse(&bytes, path()).unwrap();
         assert_eq!(rec.streams[0].sample_count(), 8);
         bytes.pop();
-        assert!(err_text(&bytes).contains("not a whole number"), "{}", err_text(&bytes));
+        assert!(
+            err_text(&bytes).contains("not a whole number"),
+            "{}",
+            err_text(&bytes)
+        );
     }
 
     #[test]
@@ -741,29 +909,46 @@ mod tests {
 
         let mut bad = good.clone();
         bad[252..256].copy_from_slice(b"ab  ");
-        assert!(err_text(&bad).contains("number of signals"), "{}", err_text(&bad));
+        assert!(
+            err_text(&bad).contains("number of signals"),
+            "{}",
+            err_text(&bad)
+        );
 
         let mut bad = good.clone();
         bad[244..252].copy_from_slice(b"-1      ");
-        assert!(err_text(&bad).contains("duration of a data record"), "{}", err_text(&bad));
+        assert!(
+            err_text(&bad).contains("duration of a data record"),
+            "{}",
+            err_text(&bad)
+        );
 
         // Digital max of signal 0 (fields: 256 + 128 * ns + 8 * s) set equal to its min.
         let mut bad = good.clone();
         bad[256 + 128 * 3..256 + 128 * 3 + 8].copy_from_slice(b"-1000   ");
         let msg = err_text(&bad);
-        assert!(msg.contains("signal 0 (\"Fc5.\") digital minimum") && msg.contains("both -1000"), "{msg}");
+        assert!(
+            msg.contains("signal 0 (\"Fc5.\") digital minimum") && msg.contains("both -1000"),
+            "{msg}"
+        );
 
         // Samples per record of signal 2 = "x".
         let mut bad = good.clone();
         bad[256 + 216 * 3 + 16..256 + 216 * 3 + 24].copy_from_slice(b"x       ");
         let msg = err_text(&bad);
-        assert!(msg.contains("signal 2 (\"EOG left\") samples per record is \"x       \""), "{msg}");
+        assert!(
+            msg.contains("signal 2 (\"EOG left\") samples per record is \"x       \""),
+            "{msg}"
+        );
 
         let mut bad = good.clone();
         bad.push(0);
         assert!(err_text(&bad).contains("extra bytes"));
         let msg = err_text(&good[..good.len() - 3]);
-        assert!(msg.contains("truncated") && msg.contains(&format!("{} bytes", good.len() - 3)), "{msg}");
+        assert!(
+            msg.contains("truncated") && msg.contains(&format!("{} bytes", good.len() - 3)),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -772,20 +957,33 @@ mod tests {
         let spr_at = 256 + 216 * 3;
         bad[spr_at..spr_at + 8].copy_from_slice(b"99999999");
         bad[236..244].copy_from_slice(b"99999999");
-        assert!(err_text(&bad).contains("file size is"), "{}", err_text(&bad));
+        assert!(
+            err_text(&bad).contains("file size is"),
+            "{}",
+            err_text(&bad)
+        );
     }
 
     #[test]
     fn malformed_tal_names_the_record() {
         let sig = signal("Cz", (-1.0, 1.0), (-1, 1), 1, vec![vec![0], vec![0]]);
-        let ann = annotations("EDF Annotations", 10, vec![b"+0\x14\x14\x00".to_vec(), b"1\x14\x14\x00".to_vec()]);
+        let ann = annotations(
+            "EDF Annotations",
+            10,
+            vec![b"+0\x14\x14\x00".to_vec(), b"1\x14\x14\x00".to_vec()],
+        );
         let msg = err_text(&build(false, "EDF+C", 2, "1", &[sig, ann]));
-        assert!(msg.contains("data record 1") && msg.contains("'+' or '-'"), "{msg}");
+        assert!(
+            msg.contains("data record 1") && msg.contains("'+' or '-'"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn garbage_is_an_error() {
-        let garbage: Vec<u8> = (0..5000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+        let garbage: Vec<u8> = (0..5000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
         assert!(parse(&garbage, path()).is_err());
         let mut edfish = garbage.clone();
         edfish[..8].copy_from_slice(b"0       ");
