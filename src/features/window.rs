@@ -142,7 +142,11 @@ mod tests {
         let mut w = Windower::new(2, 4, 3);
         let mut seen = Vec::new();
         w.push(&ramp(2, 10), 2.0, |win| {
-            seen.push((win.channel(0).to_vec(), win.channel(1)[0], win.end_timestamp))
+            seen.push((
+                win.channel(0).to_vec(),
+                win.channel(1)[0],
+                win.end_timestamp,
+            ))
         });
         // Windows end at samples 3, 6, 9.
         assert_eq!(seen.len(), 3);
@@ -161,7 +165,11 @@ mod tests {
         w.push(&chunk, 1.0, |win| seen.push(win.channel(0).to_vec()));
         assert_eq!(
             seen,
-            vec![vec![0.0, 1.0, 2.0], vec![5.0, 6.0, 7.0], vec![10.0, 11.0, 12.0]]
+            vec![
+                vec![0.0, 1.0, 2.0],
+                vec![5.0, 6.0, 7.0],
+                vec![10.0, 11.0, 12.0]
+            ]
         );
     }
 }

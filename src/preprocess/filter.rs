@@ -71,10 +71,22 @@ pub fn butterworth_bandpass(config: &BandpassConfig, rate: f64) -> Result<Vec<Co
     let qs = butterworth_q(order);
     let mut sections = Vec::with_capacity(order);
     for &q in &qs {
-        sections.push(section(Type::HighPass, rate, low, q, "preprocess.bandpass.low")?);
+        sections.push(section(
+            Type::HighPass,
+            rate,
+            low,
+            q,
+            "preprocess.bandpass.low",
+        )?);
     }
     for &q in &qs {
-        sections.push(section(Type::LowPass, rate, high, q, "preprocess.bandpass.high")?);
+        sections.push(section(
+            Type::LowPass,
+            rate,
+            high,
+            q,
+            "preprocess.bandpass.high",
+        )?);
     }
     Ok(sections)
 }
@@ -103,11 +115,23 @@ pub fn notch(config: &NotchConfig, rate: f64) -> Result<Vec<Coefficients<f64>>> 
              (default 30)"
         )));
     }
-    let mut sections = vec![section(Type::Notch, rate, f, q, "preprocess.notch.frequency")?];
+    let mut sections = vec![section(
+        Type::Notch,
+        rate,
+        f,
+        q,
+        "preprocess.notch.frequency",
+    )?];
     if config.harmonics {
         let mut h = 2.0 * f;
         while h < nyquist {
-            sections.push(section(Type::Notch, rate, h, q, "preprocess.notch.harmonics")?);
+            sections.push(section(
+                Type::Notch,
+                rate,
+                h,
+                q,
+                "preprocess.notch.harmonics",
+            )?);
             h += f;
         }
     }
@@ -128,7 +152,11 @@ pub struct IirCascade {
 impl IirCascade {
     pub fn new(channels: usize, sections: Vec<Coefficients<f64>>) -> Self {
         let filters = (0..channels)
-            .flat_map(|_| sections.iter().map(|&c| DirectForm2Transposed::<f64>::new(c)))
+            .flat_map(|_| {
+                sections
+                    .iter()
+                    .map(|&c| DirectForm2Transposed::<f64>::new(c))
+            })
             .collect();
         IirCascade {
             channels,
@@ -145,7 +173,11 @@ impl IirCascade {
 
 impl Stage for IirCascade {
     fn process(&mut self, chunk: &mut Chunk) {
-        assert_eq!(chunk.channels(), self.channels, "filter channel count mismatch");
+        assert_eq!(
+            chunk.channels(),
+            self.channels,
+            "filter channel count mismatch"
+        );
         if self.sections == 0 {
             return;
         }

@@ -23,7 +23,11 @@ impl CommonAverage {
 
 impl Stage for CommonAverage {
     fn process(&mut self, chunk: &mut Chunk) {
-        assert_eq!(chunk.channels(), self.channels, "CAR channel count mismatch");
+        assert_eq!(
+            chunk.channels(),
+            self.channels,
+            "CAR channel count mismatch"
+        );
         let samples = chunk.samples();
         if samples == 0 || self.channels == 0 {
             return;
@@ -57,11 +61,13 @@ mod tests {
 
     #[test]
     fn subtracts_per_sample_mean() {
+        // Channel-major: ch0 = [1, 2], ch1 = [4, 2], ch2 = [1, -1]; means [2, 1].
         let mut chunk =
-            Chunk::from_channel_major(3, vec![1.0, 2.0, 3.0, 6.0, 0.0, 0.0], vec![0.0, 1.0]);
+            Chunk::from_channel_major(3, vec![1.0, 2.0, 4.0, 2.0, 1.0, -1.0], vec![0.0, 1.0]);
         CommonAverage::new(3).process(&mut chunk);
-        assert_eq!(chunk.channel(0), &[-2.0, 1.0]);
-        assert_eq!(chunk.channel(1), &[0.0, -1.0]);
-        assert_eq!(chunk.channel(2), &[2.0, 0.0]);
+        let want = [-1.0, 1.0, 2.0, 1.0, -1.0, -2.0];
+        for (got, want) in chunk.data().iter().zip(want) {
+            assert!((got - want).abs() < 1e-6, "{:?}", chunk.data());
+        }
     }
 }

@@ -23,7 +23,7 @@ impl ChannelSelect {
     pub fn new(input: &StreamInfo, labels: &[String]) -> Result<Self> {
         let mut indices = Vec::with_capacity(labels.len());
         for (i, label) in labels.iter().enumerate() {
-            let Some(index) = input.channel_index(label) else {
+            let Some(index) = find(input, label) else {
                 let available: Vec<&str> = input.labels().collect();
                 return Err(config_error(format!(
                     "preprocess.channels[{i}] = \"{label}\" is not a channel of stream '{}'; \
@@ -54,6 +54,17 @@ impl ChannelSelect {
     }
 }
 
+/// [`StreamInfo::channel_index`], falling back to normalising the stream's labels too, for
+/// producers that did not normalise theirs (`C3..` in the stream info).
+fn find(input: &StreamInfo, label: &str) -> Option<usize> {
+    input.channel_index(label).or_else(|| {
+        let wanted = normalize_label(label);
+        input
+            .labels()
+            .position(|l| normalize_label(l).eq_ignore_ascii_case(&wanted))
+    })
+}
+
 impl Stage for ChannelSelect {
     fn process(&mut self, chunk: &mut Chunk) {
         assert_eq!(
@@ -67,11 +78,41 @@ impl Stage for ChannelSelect {
         let out_channels = self.indices.len();
         // `resize` only allocates while the scratch is still growing to the largest chunk.
         self.scratch.resize(out_channels * samples, 0.0);
-        for (dst, &src) in self.scratch.chunks_exact_mut(samples.max(1)).zip(&self.indices) {
+        for (dst, &src) in self
+            .scratch
+            .chunks_exact_mut(samples.max(1))
+            .zip(&self.indices)
+        {
             dst.copy_from_slice(chunk.channel(src));
         }
         chunk.swap_data(out_channels, &mut self.scratch);
     }
 
     fn reset(&mut self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::{ChannelInfo, ValueFormat};
+
+    #[test]
+    fn selects_in_config_order_even_from_unnormalised_labels() {
+        let info = StreamInfo {
+            name: "s".into(),
+            stream_type: "EEG".into(),
+            source_id: String::new(),
+            channels: ["C3..", "Cz..", "C4.."]
+                .iter()
+                .map(|l| ChannelInfo::new(*l, "uV"))
+                .collect(),
+            nominal_rate: 160.0,
+            format: ValueFormat::Float32,
+        };
+        let mut sel = ChannelSelect::new(&info, &["c4".into(), "C3.".into()]).unwrap();
+        let mut chunk = Chunk::from_channel_major(3, vec![1.0, 2.0, 3.0], vec![0.0]);
+        sel.process(&mut chunk);
+        assert_eq!(chunk.channels(), 2);
+        assert_eq!(chunk.data(), &[3.0, 1.0]);
+    }
 }
