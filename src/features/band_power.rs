@@ -1,1 +1,1 @@
-//! Band power. (Being written.)
+//! (Being written.)

@@ -1,1 +1,1 @@
-//! Sliding windows. (Being written.)
+//! (Being written.)
