@@ -79,10 +79,10 @@ fn labels(v: &Value) -> Vec<usize> {
 }
 
 fn proba_rows(decoder: &mut dyn Decoder, x: ArrayView2<'_, f32>) -> Array2<f64> {
-    let k = decoder.dyn_mut().classes();
+    let k = decoder.classes();
     let mut out = Array2::zeros((x.nrows(), k));
     for (row, mut o) in x.rows().into_iter().zip(out.rows_mut()) {
-        decoder.dyn_mut().predict_proba(row.as_slice().unwrap(), o.as_slice_mut().unwrap());
+        decoder.predict_proba(row.as_slice().unwrap(), o.as_slice_mut().unwrap());
     }
     out
 }
@@ -103,7 +103,13 @@ fn pearson(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// Gaussian classes with unit covariance, class `k` centred at `separation · e_k`.
-fn synthetic(n: usize, d: usize, classes: usize, separation: f64, seed: u64) -> (Array2<f32>, Vec<usize>) {
+fn synthetic(
+    n: usize,
+    d: usize,
+    classes: usize,
+    separation: f64,
+    seed: u64,
+) -> (Array2<f32>, Vec<usize>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let labels: Vec<usize> = (0..n).map(|i| i % classes).collect();
     let x = Array2::from_shape_fn((n, d), |(i, j)| {
@@ -160,7 +166,9 @@ fn check_lda_against(set: &Value, key: &str, shrinkage: Shrinkage) {
     let mut lda = Lda::new(LdaConfig { shrinkage });
     lda.fit(x.view(), &y).unwrap();
     let got = proba_rows(&mut lda, xt.view());
-    let worst = (&got - &expected).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let worst = (&got - &expected)
+        .iter()
+        .fold(0.0f64, |m, v| m.max(v.abs()));
     println!("LDA {key} ({shrinkage:?}): max |Δp| vs scikit-learn = {worst:.2e}");
     assert!(worst < 1e-6, "{key}: max |Δp| = {worst}");
 }
@@ -187,7 +195,7 @@ fn check_decisions(name: &str, ours: &[f64], theirs: &[f64]) {
     let agree = ours
         .iter()
         .zip(theirs)
-        .filter(|(a, b)| (a.signum() == b.signum()))
+        .filter(|(a, b)| a.signum() == b.signum())
         .count() as f64
         / ours.len() as f64;
     let r = pearson(ours, theirs);
@@ -230,7 +238,11 @@ fn svm_matches_sklearn_binary() {
         svm.fit(x.view(), &y).unwrap();
         if kernel == Kernel::Rbf {
             let g = set["svc_rbf_gamma"].as_f64().unwrap();
-            assert!((svm.gamma() - g).abs() <= 1e-12 * g, "{} vs {g}", svm.gamma());
+            assert!(
+                (svm.gamma() - g).abs() <= 1e-12 * g,
+                "{} vs {g}",
+                svm.gamma()
+            );
             println!(
                 "rbf: {} support vectors (scikit-learn {})",
                 svm.n_support(),
@@ -260,7 +272,11 @@ fn svm_one_vs_rest_matches_sklearn() {
     let theirs = matrix_f64(&set["ovr_rbf_decision"]);
     for k in 0..3 {
         let o: Vec<f64> = ours.iter().map(|v| v[k]).collect();
-        check_decisions(&format!("ovr rbf class {k}"), &o, &theirs.column(k).to_vec());
+        check_decisions(
+            &format!("ovr rbf class {k}"),
+            &o,
+            &theirs.column(k).to_vec(),
+        );
     }
 }
 
@@ -298,9 +314,16 @@ fn decoders_recover_separable_problems() {
             decoder.dyn_mut().fit(x.view(), &y).unwrap();
             assert_eq!(decoder.dyn_mut().classes(), classes);
             let p = proba_rows(decoder.dyn_mut(), xt.view());
-            let predicted: Vec<usize> = p.rows().into_iter().map(|r| argmax(r.as_slice().unwrap())).collect();
+            let predicted: Vec<usize> = p
+                .rows()
+                .into_iter()
+                .map(|r| argmax(r.as_slice().unwrap()))
+                .collect();
             let report = Report::from_probabilities(&yt, p.view(), Some(4.0)).unwrap();
-            println!("{name}, {classes} classes: held-out accuracy {:.3}", report.accuracy);
+            println!(
+                "{name}, {classes} classes: held-out accuracy {:.3}",
+                report.accuracy
+            );
             assert!(report.accuracy >= 0.95, "{name} {classes}: {report:?}");
             assert_eq!(report.confusion.len(), classes);
             assert_eq!(predicted.len(), yt.len());
@@ -339,7 +362,9 @@ fn prediction_does_not_allocate() {
             decoder.dyn_mut().predict_proba(&row, &mut p);
             let before = allocations();
             for i in 0..20 {
-                decoder.dyn_mut().predict_proba(x.row(i).as_slice().unwrap(), &mut p);
+                decoder
+                    .dyn_mut()
+                    .predict_proba(x.row(i).as_slice().unwrap(), &mut p);
             }
             assert_eq!(allocations(), before, "{name}, {classes} classes allocated");
         }
@@ -358,7 +383,8 @@ fn model_files_round_trip() {
                 Model::Lda(lda) => {
                     let json = serde_json::to_string(lda).unwrap();
                     let mut back: Lda = serde_json::from_str(&json).unwrap();
-                    assert_eq!(&back, lda);
+                    assert_eq!(back.classes(), lda.classes());
+                    assert_eq!(back.config(), lda.config());
                     proba_rows(&mut back, xt.view())
                 }
                 Model::Svm(svm) => {
@@ -367,8 +393,13 @@ fn model_files_round_trip() {
                     proba_rows(&mut back, xt.view())
                 }
             };
-            // Bit-identical: serde_json writes f64 in shortest round-trip form.
-            assert_eq!(before, after, "{name}, {classes} classes");
+            // serde_json writes f64 in shortest round-trip form, but without its
+            // `float_roundtrip` feature its parser may land one ulp off, so loaded parameters
+            // can differ in the last bit: the predictions agree to rounding, not bitwise.
+            let worst = (&before - &after)
+                .iter()
+                .fold(0.0f64, |m, v| m.max(v.abs()));
+            assert!(worst < 1e-12, "{name}, {classes} classes: {worst}");
         }
     }
 }
@@ -377,20 +408,39 @@ fn model_files_round_trip() {
 fn fit_errors_are_clear() {
     let (x, y) = synthetic(20, 3, 2, 2.0, 8);
     for (name, mut decoder) in all_decoders() {
-        let e = decoder.dyn_mut().fit(x.view(), &y[..19]).unwrap_err().to_string();
+        let e = decoder
+            .dyn_mut()
+            .fit(x.view(), &y[..19])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("19 labels for 20 feature rows"), "{name}: {e}");
 
-        let e = decoder.dyn_mut().fit(x.view(), &[0; 20]).unwrap_err().to_string();
+        let e = decoder
+            .dyn_mut()
+            .fit(x.view(), &[0; 20])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("at least two classes"), "{name}: {e}");
 
         let three: Vec<usize> = (0..20).map(|i| if i % 2 == 0 { 0 } else { 2 }).collect();
-        let e = decoder.dyn_mut().fit(x.view(), &three).unwrap_err().to_string();
+        let e = decoder
+            .dyn_mut()
+            .fit(x.view(), &three)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("class 1 has no examples"), "{name}: {e}");
 
         let mut bad = x.clone();
         bad[[4, 1]] = f32::NAN;
-        let e = decoder.dyn_mut().fit(bad.view(), &y).unwrap_err().to_string();
-        assert!(e.contains("feature 1 of training row 4 is NaN"), "{name}: {e}");
+        let e = decoder
+            .dyn_mut()
+            .fit(bad.view(), &y)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("feature 1 of training row 4 is NaN"),
+            "{name}: {e}"
+        );
     }
     // Fixed zero shrinkage with fewer examples than features: singular covariance.
     let (x, y) = synthetic(6, 10, 2, 2.0, 9);
@@ -398,7 +448,10 @@ fn fit_errors_are_clear() {
         shrinkage: Shrinkage::Fixed(0.0),
     });
     let e = lda.fit(x.view(), &y).unwrap_err().to_string();
-    assert!(e.contains("singular") && e.contains("decoder.shrinkage"), "{e}");
+    assert!(
+        e.contains("singular") && e.contains("decoder.shrinkage"),
+        "{e}"
+    );
     // ... which "auto" handles.
     Lda::new(LdaConfig::default()).fit(x.view(), &y).unwrap();
 }
@@ -417,7 +470,10 @@ fn pipeline_config_errors_name_the_key() {
         })
     );
     let e = parse("kind = \"lda\"\nshrinkage = 2").unwrap_err();
-    assert!(e.contains("decoder.shrinkage = 2") && e.contains("[0, 1]"), "{e}");
+    assert!(
+        e.contains("decoder.shrinkage = 2") && e.contains("[0, 1]"),
+        "{e}"
+    );
     let e = parse("kind = \"lda\"\nsolver = \"svd\"").unwrap_err();
     assert!(e.contains("solver"), "{e}");
     assert_eq!(
@@ -458,7 +514,11 @@ fn stratified_kfold_properties() {
         }
         let mut all: Vec<usize> = f.train.iter().chain(&f.test).copied().collect();
         all.sort_unstable();
-        assert_eq!(all, (0..labels.len()).collect::<Vec<_>>(), "train ∪ test, disjoint");
+        assert_eq!(
+            all,
+            (0..labels.len()).collect::<Vec<_>>(),
+            "train ∪ test, disjoint"
+        );
         for class in 0..3 {
             let total = labels.iter().filter(|&&l| l == class).count();
             let here = f.test.iter().filter(|&&i| labels[i] == class).count();
@@ -468,12 +528,26 @@ fn stratified_kfold_properties() {
             );
         }
     }
-    assert!(seen.iter().all(|&s| s == 1), "every index in exactly one test fold");
+    assert!(
+        seen.iter().all(|&s| s == 1),
+        "every index in exactly one test fold"
+    );
     let sizes: Vec<usize> = folds.iter().map(|f| f.test.len()).collect();
-    assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "{sizes:?}");
+    assert!(
+        sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1,
+        "{sizes:?}"
+    );
 
-    assert_eq!(stratified_kfold(&labels, k, 42).unwrap(), folds, "same seed, same folds");
-    assert_ne!(stratified_kfold(&labels, k, 43).unwrap(), folds, "seed matters");
+    assert_eq!(
+        stratified_kfold(&labels, k, 42).unwrap(),
+        folds,
+        "same seed, same folds"
+    );
+    assert_ne!(
+        stratified_kfold(&labels, k, 43).unwrap(),
+        folds,
+        "seed matters"
+    );
     let e = stratified_kfold(&labels, 20, 0).unwrap_err().to_string();
     assert!(e.contains("class 2 has 13 examples"), "{e}");
 }
@@ -503,19 +577,31 @@ fn predict_latency() {
             decoder.dyn_mut().fit(x.view(), &labels).unwrap();
             let fit = t.elapsed();
             let mut p = vec![0.0; decoder.dyn_mut().classes()];
-            let reps = 2000;
-            let t = Instant::now();
-            for i in 0..reps {
-                decoder.dyn_mut().predict_proba(xt.row(i % 100).as_slice().unwrap(), &mut p);
-            }
-            let per = t.elapsed().as_secs_f64() / reps as f64 * 1e6;
+            // The machine is shared: report the fastest and the median of 50 batches of 40
+            // windows, the minimum being the best estimate of the uncontended cost.
+            let mut per_batch: Vec<f64> = (0..50)
+                .map(|b| {
+                    let t = Instant::now();
+                    for i in 0..40 {
+                        let row = xt.row((b * 40 + i) % 100);
+                        decoder
+                            .dyn_mut()
+                            .predict_proba(row.as_slice().unwrap(), &mut p);
+                    }
+                    t.elapsed().as_secs_f64() / 40.0 * 1e6
+                })
+                .collect();
+            per_batch.sort_by(f64::total_cmp);
+            let (best, median) = (per_batch[0], per_batch[25]);
             let extra = match &decoder {
                 Model::Svm(svm) if svm.n_support() > 0 => {
                     format!(", {} support vectors", svm.n_support())
                 }
                 _ => String::new(),
             };
-            println!("d = {d:4}, {name:16}: predict_proba {per:8.2} µs/window (fit {fit:.2?}{extra})");
+            println!(
+                "d = {d:4}, {name:16}: predict_proba {best:8.2} µs/window (median {median:.2}; fit {fit:.2?}{extra})"
+            );
         }
     }
 }

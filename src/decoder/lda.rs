@@ -233,11 +233,11 @@ impl Decoder for Lda {
 
         let mut coef = Vec::with_capacity(classes * d);
         let mut intercept = Vec::with_capacity(classes);
-        for k in 0..classes {
-            let mu = means.row(k).to_vec();
+        for (mean, prior) in means.rows().into_iter().zip(&priors) {
+            let mu = mean.to_vec();
             let w = cholesky_solve(&chol, &mu);
             let mw: f64 = mu.iter().zip(&w).map(|(a, b)| a * b).sum();
-            intercept.push(-0.5 * mw + priors[k].ln());
+            intercept.push(-0.5 * mw + prior.ln());
             coef.extend_from_slice(&w);
         }
 
@@ -492,9 +492,16 @@ mod tests {
         assert_eq!(c.shrinkage, Shrinkage::Fixed(0.25));
         let c: LdaConfig = toml::from_str("shrinkage = 1").unwrap();
         assert_eq!(c.shrinkage, Shrinkage::Fixed(1.0));
-        let e = toml::from_str::<LdaConfig>("shrinkage = 1.5").unwrap_err().to_string();
-        assert!(e.contains("decoder.shrinkage = 1.5") && e.contains("[0, 1]"), "{e}");
-        let e = toml::from_str::<LdaConfig>("shrinkage = \"lw\"").unwrap_err().to_string();
+        let e = toml::from_str::<LdaConfig>("shrinkage = 1.5")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("decoder.shrinkage = 1.5") && e.contains("[0, 1]"),
+            "{e}"
+        );
+        let e = toml::from_str::<LdaConfig>("shrinkage = \"lw\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("decoder.shrinkage"), "{e}");
         assert!(toml::from_str::<LdaConfig>("shrink = 0.1").is_err());
         let json = serde_json::to_string(&LdaConfig::default()).unwrap();
