@@ -29,7 +29,9 @@
 //! The per-sample hot path (preprocess → features) is plain synchronous Rust that does not
 //! allocate per chunk once warmed up; async code lives only at the edges.
 
+pub mod decoder;
 pub mod error;
+pub mod linalg;
 pub mod features;
 pub mod io;
 pub mod output;

@@ -4,11 +4,15 @@
 //! - [`window`]: ring buffer per channel; emits a window every `hop` samples once `length`
 //!   samples have arrived, independent of how the input was chunked.
 //! - [`band_power`]: Welch or windowed-FFT band power per channel per band, log power.
-//!
-//! Extractors that are fitted on calibration data (CSP, tangent space) plug in here too.
+//! - [`csp`]: common spatial patterns, log-variance of the most discriminative components.
+//! - [`tangent_space`]: Riemannian tangent-space vector of the window's covariance matrix.
 
 pub mod band_power;
+pub mod csp;
+pub mod tangent_space;
 pub mod window;
+
+use crate::error::Result;
 
 /// One analysis window: `channels × samples`, channel-major, oldest sample first.
 #[derive(Debug, Clone, Copy)]
@@ -36,4 +40,15 @@ pub trait FeatureExtractor: Send {
 
     /// Write `names().len()` values into `out`.
     fn extract(&mut self, window: &Window<'_>, out: &mut [f32]);
+}
+
+/// An extractor fitted on calibration windows before use (CSP, tangent space).
+pub trait TrainableExtractor: FeatureExtractor {
+    /// Fit on calibration windows; `labels` has one class index per window (unsupervised
+    /// extractors ignore it).
+    fn fit(&mut self, windows: &[Window<'_>], labels: &[usize]) -> Result<()>;
+
+    /// Unsupervised online adaptation to one unlabelled window (e.g. re-centring the tangent
+    /// space reference). `rate` in (0, 1] is the weight of the new window. Default: none.
+    fn adapt(&mut self, _window: &Window<'_>, _rate: f64) {}
 }

@@ -1,0 +1,4 @@
+//! (Being written.)
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MlpConfig {}
