@@ -14,12 +14,15 @@
 //! 2. Weights are drawn from a ChaCha RNG seeded by [`MlpConfig::seed`] (Glorot-uniform for tanh
 //!    layers and the output layer, He-normal for ReLU layers; biases zero) and the mini-batch
 //!    order is shuffled by the same RNG, so a fit is bit-for-bit deterministic per seed.
-//! 3. Mini-batch Adam minimises the mean softmax cross-entropy plus `weight_decay / 2 · ‖W‖²`
-//!    (biases are not decayed). Calibration sets are small (≈45 trials, a few hundred windows)
+//! 3. Mini-batch Adam, with a cosine decay of its step size to zero over the run, minimises the
+//!    mean softmax cross-entropy plus `weight_decay / 2 · ‖W‖²` (biases are not decayed). The
+//!    default `weight_decay = 0.1` was the best of 1e-3…3 on synthetic 20-, 128- and 512-input
+//!    problems with 300 training rows (≥ 1 collapses the net to chance). Calibration sets are small (≈45 trials, a few hundred windows)
 //!    against 128–2080 inputs, so the L2 term and a narrow hidden layer are the regularisation;
-//!    dropout is not implemented because, at these sizes, L2 alone reached the same held-out
-//!    accuracy on the synthetic problems in the tests and dropout would make the online step
-//!    stochastic.
+//!    dropout is not implemented (it would make the online step stochastic). Known limit: with
+//!    300 rows and 512+ inputs of which few are informative, the net still overfits (≈0.87
+//!    held-out accuracy where a shrinkage-linear model reaches ≈0.95); for 2080-d tangent
+//!    vectors prefer fewer hidden units or a feature selection stage upstream.
 //!
 //! # Online adaptation
 //!
@@ -147,7 +150,8 @@ pub struct MlpConfig {
     pub batch_size: usize,
     /// Adam step size for calibration, (0, 1].
     pub learning_rate: f64,
-    /// L2 coefficient on weights (not biases), [0, 10]; applies to calibration and online steps.
+    /// L2 coefficient on weights (not biases) during calibration, [0, 10]. Not applied online:
+    /// thousands of single-example steps would shrink the calibrated weights towards zero.
     pub weight_decay: f64,
     /// Seed of the ChaCha RNG for initialisation and batch order.
     pub seed: u64,
@@ -163,7 +167,7 @@ impl Default for MlpConfig {
             epochs: 200,
             batch_size: 32,
             learning_rate: 3e-3,
-            weight_decay: 1e-3,
+            weight_decay: 0.1,
             seed: 0,
             online: OnlineConfig::default(),
         }
@@ -271,12 +275,7 @@ impl MlpConfig {
                 "1..=100000",
             ));
         }
-        check_positive(
-            "decoder.learning_rate",
-            self.learning_rate,
-            1.0,
-            "(0, 1]",
-        )?;
+        check_positive("decoder.learning_rate", self.learning_rate, 1.0, "(0, 1]")?;
         check_closed(
             "decoder.weight_decay",
             self.weight_decay,
@@ -664,7 +663,10 @@ impl TryFrom<StoredMlp> for PlasticMlp {
             return bad("parameter or normaliser length disagrees with the layer sizes");
         }
         let all_finite = s.params.iter().chain(&n.mean).all(|v| v.is_finite())
-            && n.var.iter().chain(&n.var_floor).all(|v| v.is_finite() && *v > 0.0)
+            && n.var
+                .iter()
+                .chain(&n.var_floor)
+                .all(|v| v.is_finite() && *v > 0.0)
             && s.recent_error.is_finite()
             && s.learning_rate.is_finite();
         if !all_finite {
@@ -831,12 +833,17 @@ impl PlasticMlp {
         let mut v = vec![0.0; self.params.len()];
         let mut order: Vec<usize> = (0..n).collect();
         let mut t = 0i32;
+        let total_steps = self.config.epochs * n.div_ceil(batch_size);
         for _ in 0..self.config.epochs {
             order.shuffle(rng);
             for batch in order.chunks(batch_size) {
                 self.batch_gradient(rows, labels, batch);
                 t += 1;
-                let step = self.config.learning_rate * (1.0 - BETA2.powi(t)).sqrt()
+                // Cosine decay to zero: the last epochs take ever smaller steps, so the result
+                // does not depend on the noise of the last few mini-batches.
+                let progress = t as f64 / total_steps as f64;
+                let schedule = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+                let step = self.config.learning_rate * schedule * (1.0 - BETA2.powi(t)).sqrt()
                     / (1.0 - BETA1.powi(t));
                 for (((p, &g), m), v) in self
                     .params
@@ -987,12 +994,8 @@ impl Decoder for PlasticMlp {
             1.0,
             grad,
         );
-        add_weight_decay(
-            &self.sizes,
-            &self.params,
-            self.config.weight_decay,
-            grad,
-        );
+        // No weight decay online: applied at every one of the thousands of steps of a session it
+        // would steadily erase the calibration; the step cap bounds the drift instead.
         let norm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
         if !norm.is_finite() {
             return false;
@@ -1079,14 +1082,14 @@ mod tests {
         let analytic = mlp.scratch.grad.clone();
         let h = 1e-6;
         let mut numeric = vec![0.0; analytic.len()];
-        for k in 0..analytic.len() {
+        for (k, slope) in numeric.iter_mut().enumerate() {
             let original = mlp.params[k];
             mlp.params[k] = original + h;
             let plus = mlp.batch_gradient(&rows, &labels, &batch);
             mlp.params[k] = original - h;
             let minus = mlp.batch_gradient(&rows, &labels, &batch);
             mlp.params[k] = original;
-            numeric[k] = (plus - minus) / (2.0 * h);
+            *slope = (plus - minus) / (2.0 * h);
         }
         let diff = analytic
             .iter()
