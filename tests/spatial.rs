@@ -328,6 +328,16 @@ fn csp_on_lateralised_erd_picks_the_motor_channels() {
     // The two most discriminative components are the two hemispheres' rhythms.
     assert!(peaks.iter().any(|p| left_family.contains(p)), "{names:?}");
     assert!(peaks.iter().any(|p| right_family.contains(p)), "{names:?}");
+    // The filters (backward model) weight the same channel families most.
+    let motor: Vec<usize> = left_family.iter().chain(&right_family).copied().collect();
+    for f in &csp.filters()[..2] {
+        let peak = argmax_abs(f);
+        assert!(
+            motor.contains(&peak),
+            "filter peaks at {}",
+            MOTOR_LABELS[peak]
+        );
+    }
     // λ near 1: more power in class LEFT (smallest label) — the intact left-hemisphere rhythm.
     let first = csp.eigenvalues()[0];
     let expected = if first > 0.5 {

