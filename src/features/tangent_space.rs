@@ -1,1 +1,315 @@
-//! (Being written.)
+//! Riemannian tangent-space features: each window's regularised spatial covariance, mapped to
+//! the tangent space of the SPD manifold at the Riemannian mean of the training covariances
+//! and flattened, so that linear decoders (LDA, SVM, the plastic MLP) see a Euclidean vector.
+//!
+//! Conventions follow pyRiemann (`Covariances(estimator='oas')` + `TangentSpace(metric=
+//! 'riemann')`), the reference our accuracies are compared with:
+//!
+//! - Covariance: channel means removed, C = X Xᵀ / n, then OAS shrinkage as scikit-learn
+//!   (`Shrinkage::Oas`, default) or none.
+//! - `fit`: reference C_ref = affine-invariant Riemannian mean of the training covariances
+//!   ([`linalg::riemann_mean`], tol 1e-8, at most 50 iterations). Labels are ignored.
+//! - `extract`: S = logm(C_ref^{-1/2} C C_ref^{-1/2}); the features are the upper triangle of S
+//!   including the diagonal, row by row (S₀₀, S₀₁, …, S₀ₙ, S₁₁, …), off-diagonal entries
+//!   multiplied by √2 so the Euclidean norm of the vector equals the Frobenius norm of S.
+//!   Names are `ts{i}_{j}`; dimension n(n + 1)/2 (2080 at 64 channels).
+//! - `adapt(window, rate)`: online re-centring, the unsupervised form of plasticity: the
+//!   reference moves along the geodesic towards the window's covariance by `rate`,
+//!   C_ref ← C_ref^{1/2} (C_ref^{-1/2} C C_ref^{-1/2})^{rate} C_ref^{1/2}, which keeps features
+//!   centred as the signal drifts across a session.
+//!
+//! Hot path: `extract` writes into buffers preallocated at `fit` (or after loading); the only
+//! per-call allocations are inside nalgebra's symmetric eigensolver (its output and work
+//! vectors: 9 allocations per call). Measured in release at 64 channels × 480 samples:
+//! `extract` 0.6 ms per window, `adapt` 1.2 ms (`extract_time_64ch_480_samples` in
+//! `tests/spatial.rs`). The cached C_ref^{±1/2} are not serialized but rebuilt on load.
+
+use nalgebra::{DMatrix, SymmetricEigen};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::features::csp::check_windows;
+use crate::features::{FeatureExtractor, TrainableExtractor, Window};
+use crate::linalg::{self, CovWorkspace, Mat, RIEMANN_MEAN_MAX_ITER, RIEMANN_MEAN_TOL};
+
+pub use crate::linalg::Shrinkage;
+
+/// Tangent-space configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TangentSpaceConfig {
+    /// Per-window covariance regularisation: `"oas"` (default) or `"none"`.
+    pub shrinkage: Shrinkage,
+}
+
+/// Preallocated buffers for `extract` / `adapt` (n × n each, n = channels).
+#[derive(Debug, Clone, Default)]
+struct Workspace {
+    cov_ws: CovWorkspace,
+    cov: Mat,
+    tmp: Mat,
+    whitened: Mat,
+    scaled: Mat,
+    vt: Mat,
+    log: Mat,
+}
+
+impl Workspace {
+    fn new(n: usize) -> Self {
+        let z = || Mat::zeros(n, n);
+        Self {
+            cov_ws: CovWorkspace::new(),
+            cov: z(),
+            tmp: z(),
+            whitened: z(),
+            scaled: z(),
+            vt: z(),
+            log: z(),
+        }
+    }
+}
+
+/// Fitted reference point with its cached square roots.
+#[derive(Debug, Clone)]
+struct Reference {
+    mean: Mat,
+    sqrt: Mat,
+    invsqrt: Mat,
+}
+
+impl Reference {
+    fn new(mean: Mat) -> Option<Self> {
+        let (sqrt, invsqrt) = linalg::sqrtm_invsqrtm(&mean)?;
+        Some(Self {
+            mean,
+            sqrt,
+            invsqrt,
+        })
+    }
+}
+
+/// Tangent-space feature stage. Serialized as its config and reference matrix.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "TangentSpaceState", into = "TangentSpaceState")]
+pub struct TangentSpace {
+    config: TangentSpaceConfig,
+    reference: Option<Reference>,
+    names: Vec<String>,
+    ws: Workspace,
+}
+
+/// What a model file stores: the config and the reference (rows), nothing derived.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TangentSpaceState {
+    config: TangentSpaceConfig,
+    reference: Option<Vec<Vec<f64>>>,
+}
+
+impl From<TangentSpace> for TangentSpaceState {
+    fn from(ts: TangentSpace) -> Self {
+        Self {
+            config: ts.config,
+            reference: ts.reference.map(|r| {
+                r.mean
+                    .row_iter()
+                    .map(|row| row.iter().copied().collect())
+                    .collect()
+            }),
+        }
+    }
+}
+
+impl TryFrom<TangentSpaceState> for TangentSpace {
+    type Error = String;
+
+    fn try_from(state: TangentSpaceState) -> std::result::Result<Self, String> {
+        let mut ts = TangentSpace::new(state.config);
+        if let Some(rows) = state.reference {
+            let n = rows.len();
+            if rows.iter().any(|r| r.len() != n) {
+                return Err("tangent space reference is not a square matrix".into());
+            }
+            let mean = DMatrix::from_fn(n, n, |i, j| rows[i][j]);
+            ts.set_reference(mean).map_err(|e| e.to_string())?;
+        }
+        Ok(ts)
+    }
+}
+
+/// Feature names for n channels: `ts{i}_{j}` over the upper triangle, row-major.
+fn names_for(n: usize) -> Vec<String> {
+    (0..n)
+        .flat_map(|i| (i..n).map(move |j| format!("ts{i}_{j}")))
+        .collect()
+}
+
+impl TangentSpace {
+    pub fn new(config: TangentSpaceConfig) -> Self {
+        Self {
+            config,
+            reference: None,
+            names: Vec::new(),
+            ws: Workspace::default(),
+        }
+    }
+
+    pub fn config(&self) -> &TangentSpaceConfig {
+        &self.config
+    }
+
+    pub fn is_fitted(&self) -> bool {
+        self.reference.is_some()
+    }
+
+    /// The current reference point C_ref (after `fit`, moved by `adapt`).
+    pub fn reference(&self) -> Option<&Mat> {
+        self.reference.as_ref().map(|r| &r.mean)
+    }
+
+    /// Set the reference point directly (e.g. a mean from another session, for transfer);
+    /// errors unless it is symmetric positive definite.
+    pub fn set_reference(&mut self, mean: Mat) -> Result<()> {
+        let n = mean.nrows();
+        let symmetric =
+            mean.ncols() == n && (&mean - mean.transpose()).amax() <= 1e-10 * mean.amax();
+        let reference = if symmetric && linalg::is_spd(&mean) {
+            Reference::new(mean)
+        } else {
+            None
+        };
+        let reference = reference.ok_or_else(|| {
+            Error::Other("tangent space: reference is not symmetric positive definite".into())
+        })?;
+        self.names = names_for(n);
+        self.ws = Workspace::new(n);
+        self.reference = Some(reference);
+        Ok(())
+    }
+
+    /// The regularised covariance of a window as this stage computes it, into the workspace.
+    fn window_cov(&mut self, w: &Window<'_>) {
+        self.ws.cov_ws.covariance(
+            w.data,
+            w.channels,
+            w.samples,
+            true,
+            self.config.shrinkage,
+            &mut self.ws.cov,
+        );
+    }
+}
+
+/// Symmetric eigendecomposition of an owned matrix (no copy; unsorted — order is irrelevant
+/// for functions of the matrix). `None` on non-finite input or no convergence.
+fn eigen_owned(m: Mat) -> Option<SymmetricEigen<f64, nalgebra::Dyn>> {
+    if !linalg::all_finite(&m) {
+        return None;
+    }
+    SymmetricEigen::try_new(m, f64::EPSILON, 10_000)
+}
+
+impl FeatureExtractor for TangentSpace {
+    fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Tangent vector of the window's covariance. An unfitted stage, a window with another
+    /// channel count or a non-finite window yields NaN rather than a panic on the live path.
+    fn extract(&mut self, window: &Window<'_>, out: &mut [f32]) {
+        let n = self.names.len();
+        let channels = self.reference.as_ref().map_or(0, |r| r.mean.nrows());
+        if channels == 0 || window.channels != channels || window.samples == 0 {
+            out.fill(f32::NAN);
+            return;
+        }
+        debug_assert_eq!(out.len(), n);
+        self.window_cov(window);
+        let reference = self.reference.as_ref().expect("checked above");
+        let ws = &mut self.ws;
+        ws.tmp.gemm(1.0, &reference.invsqrt, &ws.cov, 0.0);
+        ws.whitened.gemm(1.0, &ws.tmp, &reference.invsqrt, 0.0);
+        linalg::symmetrize(&mut ws.whitened);
+        // Hand the buffer to the eigensolver and take its eigenvector matrix back as the next
+        // call's buffer, so the steady state does not add a copy of our own.
+        let whitened = std::mem::replace(&mut ws.whitened, Mat::zeros(0, 0));
+        let Some(eig) = eigen_owned(whitened) else {
+            ws.whitened = Mat::zeros(channels, channels);
+            out.fill(f32::NAN);
+            return;
+        };
+        linalg::recompose_into(
+            &eig.eigenvalues,
+            &eig.eigenvectors,
+            f64::ln,
+            &mut ws.scaled,
+            &mut ws.vt,
+            &mut ws.log,
+        );
+        ws.whitened = eig.eigenvectors;
+        let mut k = 0;
+        for i in 0..channels {
+            out[k] = ws.log[(i, i)] as f32;
+            k += 1;
+            for j in i + 1..channels {
+                out[k] = (ws.log[(i, j)] * std::f64::consts::SQRT_2) as f32;
+                k += 1;
+            }
+        }
+    }
+}
+
+impl TrainableExtractor for TangentSpace {
+    /// Reference = Riemannian mean of the windows' covariances (labels ignored). Errors on no
+    /// windows, inconsistent or non-finite windows, or singular covariances (rank-deficient
+    /// data without shrinkage).
+    fn fit(&mut self, windows: &[Window<'_>], _labels: &[usize]) -> Result<()> {
+        let channels = check_windows("tangent space", windows, None)?;
+        let mut ws = CovWorkspace::new();
+        let covs: Vec<Mat> = windows
+            .iter()
+            .map(|w| {
+                let mut c = Mat::zeros(channels, channels);
+                ws.covariance(
+                    w.data,
+                    channels,
+                    w.samples,
+                    true,
+                    self.config.shrinkage,
+                    &mut c,
+                );
+                c
+            })
+            .collect();
+        let mean =
+            linalg::riemann_mean(&covs, RIEMANN_MEAN_TOL, RIEMANN_MEAN_MAX_ITER).map_err(|e| {
+                Error::Other(format!(
+                    "tangent space fit: {e}; with rank-deficient data (e.g. after a common \
+                     average reference) use shrinkage = \"oas\""
+                ))
+            })?;
+        self.set_reference(mean)
+    }
+
+    /// Move the reference by `rate` ∈ (0, 1] along the geodesic towards this window's
+    /// covariance and rebuild the cached square roots. Ignored (reference unchanged) when
+    /// unfitted, on a channel mismatch, a non-finite window or a rate outside (0, 1].
+    fn adapt(&mut self, window: &Window<'_>, rate: f64) {
+        let Some(channels) = self.reference.as_ref().map(|r| r.mean.nrows()) else {
+            return;
+        };
+        if window.channels != channels || window.samples == 0 || !(rate > 0.0 && rate <= 1.0) {
+            return;
+        }
+        self.window_cov(window);
+        let reference = self.reference.as_ref().expect("checked above");
+        let whitened = linalg::congruence(&reference.invsqrt, &self.ws.cov);
+        let Some(step) = linalg::powm(&whitened, rate) else {
+            return;
+        };
+        let moved = linalg::congruence(&reference.sqrt, &step);
+        if let Some(r) = Reference::new(moved) {
+            self.reference = Some(r);
+        }
+    }
+}
