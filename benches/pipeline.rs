@@ -69,7 +69,7 @@ fn filter_and_band_power(c: &mut Criterion) {
         format!("{name}/filter+welch-band-power/64ch/1s-window/0.1s-hop"),
         |b| {
             b.iter(|| {
-                let mut pipeline = Pipeline::build(&config, &info).unwrap();
+                let mut pipeline = Pipeline::build(&config, &info, None).unwrap();
                 let mut windows = 0usize;
                 for (chunk, original) in work.iter_mut().zip(&chunks) {
                     chunk.data_mut().copy_from_slice(original.data());

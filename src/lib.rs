@@ -30,10 +30,13 @@
 //! allocate per chunk once warmed up; async code lives only at the edges.
 
 pub mod decoder;
+pub mod epochs;
 pub mod error;
-pub mod linalg;
+pub mod evaluate;
 pub mod features;
 pub mod io;
+pub mod linalg;
+pub mod model;
 pub mod output;
 pub mod pipeline;
 pub mod preprocess;

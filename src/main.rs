@@ -25,6 +25,10 @@ enum Command {
     Simulate(cli::simulate::SimulateArgs),
     /// Run the embedded default pipeline on the simulator (no headset, no download).
     Demo(cli::demo::DemoArgs),
+    /// Calibrate a decoder on labelled recordings and write a model file.
+    Train(cli::train::TrainArgs),
+    /// Cross-validated, held-out or online accuracy of pipelines, per subject.
+    Evaluate(cli::evaluate::EvaluateArgs),
     /// Check a pipeline file without running it.
     Check(cli::check::CheckArgs),
 }
@@ -43,6 +47,8 @@ fn main() -> std::process::ExitCode {
         Command::Simulate(args) => cli::simulate::run(args),
         Command::Demo(args) => cli::demo::run(args),
         Command::Check(args) => cli::check::run(args),
+        Command::Train(args) => cli::train::run(args),
+        Command::Evaluate(args) => cli::evaluate::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

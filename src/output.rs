@@ -37,6 +37,7 @@ pub struct FeatureWriter {
     origin: PathBuf,
     format: OutputFormat,
     names: Vec<String>,
+    classes: Vec<String>,
     header_written: bool,
     flush_each_window: bool,
 }
@@ -53,9 +54,16 @@ impl FeatureWriter {
             origin: origin.into(),
             format,
             names,
+            classes: Vec::new(),
             header_written: false,
             flush_each_window: false,
         }
+    }
+
+    /// Also write class probabilities and the most probable class (pipelines with a model).
+    pub fn with_classes(mut self, classes: Vec<String>) -> Self {
+        self.classes = classes;
+        self
     }
 
     /// Flush after every window: for live output a person watches (the demo), not for files.
@@ -92,6 +100,12 @@ impl FeatureWriter {
     fn write_header(&mut self) -> std::io::Result<()> {
         if self.format == OutputFormat::Csv {
             write!(self.out, "timestamp,marker")?;
+            if !self.classes.is_empty() {
+                write!(self.out, ",predicted")?;
+                for class in &self.classes {
+                    write!(self.out, ",p:{class}")?;
+                }
+            }
             for name in &self.names {
                 write!(self.out, ",{name}")?;
             }
@@ -132,6 +146,22 @@ impl FeatureWriter {
                     Some(m) => write!(self.out, "{}", serde_json::Value::from(m))?,
                     None => write!(self.out, "null")?,
                 }
+                if let Some(p) = features.probabilities {
+                    write!(
+                        self.out,
+                        ",\"predicted\":{},\"probabilities\":{{",
+                        serde_json::Value::from(self.classes[argmax(p)].as_str())
+                    )?;
+                    for (i, (class, v)) in self.classes.iter().zip(p).enumerate() {
+                        let sep = if i == 0 { "" } else { "," };
+                        write!(
+                            self.out,
+                            "{sep}{}:{v:.6}",
+                            serde_json::Value::from(class.as_str())
+                        )?;
+                    }
+                    write!(self.out, "}}")?;
+                }
                 write!(self.out, ",\"features\":{{")?;
                 for (i, (name, v)) in self.names.iter().zip(features.values).enumerate() {
                     let sep = if i == 0 { "" } else { "," };
@@ -146,6 +176,21 @@ impl FeatureWriter {
             }
         }
     }
+}
+
+/// Index of the largest value (the first on ties).
+fn argmax(values: &[f64]) -> usize {
+    values
+        .iter()
+        .enumerate()
+        .fold((0, f64::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 {
+                (i, v)
+            } else {
+                best
+            }
+        })
+        .0
 }
 
 impl WindowSink for FeatureWriter {
@@ -208,6 +253,7 @@ mod tests {
                 WindowFeatures {
                     end_timestamp: 1.0,
                     values: &values,
+                    probabilities: None,
                 },
                 Some("T1"),
             )

@@ -14,19 +14,31 @@ struct Collect {
 }
 
 impl WindowSink for Collect {
-    fn window(&mut self, features: WindowFeatures<'_>, marker: Option<&str>) -> neurostream::Result<()> {
-        self.rows
-            .push((features.end_timestamp, features.values.to_vec(), marker.map(str::to_owned)));
+    fn window(
+        &mut self,
+        features: WindowFeatures<'_>,
+        marker: Option<&str>,
+    ) -> neurostream::Result<()> {
+        self.rows.push((
+            features.end_timestamp,
+            features.values.to_vec(),
+            marker.map(str::to_owned),
+        ));
         Ok(())
     }
 }
 
-fn run(config: &PipelineConfig, path: &std::path::Path, chunk: usize) -> (Pipeline, Collect, RunSummary) {
+fn run(
+    config: &PipelineConfig,
+    path: &std::path::Path,
+    chunk: usize,
+) -> (Pipeline, Collect, RunSummary) {
     let recording = io::open(path).unwrap();
     let mut source = Replay::new(&recording, None, chunk, Pace::AsFastAsPossible).unwrap();
-    let mut pipeline = Pipeline::build(config, source.stream_info()).unwrap();
+    let mut pipeline = Pipeline::build(config, source.stream_info(), None).unwrap();
     let mut sink = Collect::default();
-    let summary = neurostream::pipeline::run(&mut source, &mut pipeline, &mut sink, |_| {}).unwrap();
+    let summary =
+        neurostream::pipeline::run(&mut source, &mut pipeline, &mut sink, |_| {}).unwrap();
     (pipeline, sink, summary)
 }
 
@@ -65,7 +77,10 @@ fn relative_alpha(path: &std::path::Path) -> f64 {
 
 #[test]
 fn eyes_closed_alpha_is_far_above_eyes_open() {
-    let (Some(open), Some(closed)) = (common::eegmmidb_file("S001", 1), common::eegmmidb_file("S001", 2)) else {
+    let (Some(open), Some(closed)) = (
+        common::eegmmidb_file("S001", 1),
+        common::eegmmidb_file("S001", 2),
+    ) else {
         return;
     };
     let open = relative_alpha(&open);
@@ -91,12 +106,18 @@ fn motor_imagery_pipeline_on_s001r04() {
     assert_eq!(pipeline.feature_names().len(), 128);
     assert_eq!(pipeline.feature_names()[0], "Fc5:mu");
     for (t, values, _) in &sink.rows {
-        assert!(values.iter().all(|v| v.is_finite()), "non-finite features at {t}");
+        assert!(
+            values.iter().all(|v| v.is_finite()),
+            "non-finite features at {t}"
+        );
     }
     // Windows are labelled with the cue active at their end: all three labels appear, and
     // the windows are time-ordered, one hop apart.
     for label in ["T0", "T1", "T2"] {
-        assert!(sink.rows.iter().any(|r| r.2.as_deref() == Some(label)), "no window labelled {label}");
+        assert!(
+            sink.rows.iter().any(|r| r.2.as_deref() == Some(label)),
+            "no window labelled {label}"
+        );
     }
     for pair in sink.rows.windows(2) {
         assert!((pair[1].0 - pair[0].0 - 0.1).abs() < 1e-9);
@@ -115,7 +136,11 @@ fn chunk_size_does_not_change_features() {
         assert_eq!(sink.rows.len(), reference.rows.len());
         for (a, b) in sink.rows.iter().zip(&reference.rows) {
             assert_eq!(a.0, b.0);
-            assert_eq!(a.1, b.1, "chunk size {chunk} changed the features at t = {}", a.0);
+            assert_eq!(
+                a.1, b.1,
+                "chunk size {chunk} changed the features at t = {}",
+                a.0
+            );
         }
     }
 }
@@ -128,7 +153,9 @@ fn every_pipeline_file_loads_and_builds() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let config = PipelineConfig::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
-            config.validate().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            config
+                .validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             // Build against a 64-channel EEGMMIDB-like simulated stream (every pipeline must
             // fit the montage our examples use).
             let sim = neurostream::source::simulator::SimulatorConfig {
@@ -136,7 +163,20 @@ fn every_pipeline_file_loads_and_builds() {
                 ..Default::default()
             };
             let source = sim.build().unwrap();
-            Pipeline::build(&config, source.stream_info()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            config
+                .training
+                .validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let built = Pipeline::build(&config, source.stream_info(), None);
+            if config.features.csp.is_some() || config.features.tangent_space.is_some() {
+                // Fitted feature stages need a model; the error must say how to get one.
+                let err = built
+                    .err()
+                    .unwrap_or_else(|| panic!("{}: built without a model", path.display()));
+                assert!(err.to_string().contains("neurostream train"), "{err}");
+            } else {
+                built.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
             seen += 1;
         }
     }

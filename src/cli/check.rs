@@ -15,10 +15,18 @@ pub struct CheckArgs {
     /// and frequencies against its rate). Without it, the pipeline's own source is used.
     #[arg(long)]
     pub recording: Option<PathBuf>,
+    /// Also check that this trained model fits the pipeline and the stream.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
 }
 
 pub fn run(args: CheckArgs) -> Result<()> {
     let config = PipelineConfig::from_file(&args.pipeline)?;
+    let model = args
+        .model
+        .as_deref()
+        .map(neurostream::model::Model::load)
+        .transpose()?;
     config.validate()?;
     let source: Box<dyn Source> = match &args.recording {
         Some(path) => Box::new(neurostream::source::replay::Replay::new(
@@ -29,7 +37,7 @@ pub fn run(args: CheckArgs) -> Result<()> {
         )?),
         None => config.source.build()?,
     };
-    let pipeline = Pipeline::build(&config, source.stream_info())?;
+    let pipeline = Pipeline::build(&config, source.stream_info(), model)?;
     println!(
         "{}: ok ({} input channel(s) at {} Hz → {} feature(s) per window)",
         args.pipeline.display(),

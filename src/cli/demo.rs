@@ -35,7 +35,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
     }
     config.validate()?;
     let mut source = config.source.build()?;
-    let mut pipeline = Pipeline::build(&config, source.stream_info())?;
+    let model = None;
+    let mut pipeline = Pipeline::build(&config, source.stream_info(), model)?;
     tracing::info!(
         "demo: {} ({} channels at {} Hz) → {} features per window; Ctrl-C to stop",
         source.stream_info().name,

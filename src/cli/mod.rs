@@ -2,9 +2,11 @@
 
 pub mod check;
 pub mod demo;
+pub mod evaluate;
 pub mod info;
 pub mod replay;
 pub mod simulate;
+pub mod train;
 
 use indicatif::{ProgressBar, ProgressStyle};
 

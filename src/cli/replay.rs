@@ -30,6 +30,10 @@ pub struct ReplayArgs {
     /// Samples per chunk fed to the pipeline.
     #[arg(long)]
     pub chunk_samples: Option<usize>,
+    /// Trained model (from `neurostream train`): adds class probabilities and the predicted
+    /// class to every window.
+    #[arg(long, short)]
+    pub model: Option<PathBuf>,
     /// Name of the stream to replay (XDF files with several signal streams).
     #[arg(long)]
     pub stream: Option<String>,
@@ -52,6 +56,11 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     };
     replay_config.validate()?;
     config.source = SourceConfig::Replay(replay_config.clone());
+    let model = args
+        .model
+        .as_deref()
+        .map(neurostream::model::Model::load)
+        .transpose()?;
     let recording = neurostream::io::open(&args.file)?;
     let mut source = Replay::new(
         &recording,
@@ -60,10 +69,11 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         neurostream::source::Pace::from_speed(replay_config.speed),
     )?;
     drop(recording);
-    let mut pipeline = Pipeline::build(&config, source.stream_info())?;
+    let mut pipeline = Pipeline::build(&config, source.stream_info(), model)?;
     let format = args.format.unwrap_or(config.output.format);
     let out = args.out.as_deref().or(config.output.path.as_deref());
-    let mut sink = FeatureWriter::open(out, format, pipeline.feature_names().to_vec())?;
+    let mut sink = FeatureWriter::open(out, format, pipeline.feature_names().to_vec())?
+        .with_classes(pipeline.class_names().to_vec());
     let bar = super::progress_bar(source.total_samples() as u64, "samples");
     let summary = pipeline::run(&mut source, &mut pipeline, &mut sink, |s| {
         bar.set_position(s.samples)

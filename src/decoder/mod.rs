@@ -52,3 +52,81 @@ pub enum DecoderConfig {
     Svm(svm::SvmConfig),
     Mlp(mlp::MlpConfig),
 }
+
+impl DecoderConfig {
+    /// A fresh, unfitted decoder for `classes` classes.
+    pub fn build(&self, classes: usize) -> Result<AnyDecoder> {
+        Ok(match self {
+            DecoderConfig::Lda(config) => AnyDecoder::Lda(lda::Lda::new(config.clone())),
+            DecoderConfig::Svm(config) => AnyDecoder::Svm(svm::Svm::new(config.clone())),
+            DecoderConfig::Mlp(config) => {
+                AnyDecoder::Mlp(Box::new(mlp::PlasticMlp::new(config.clone(), classes)?))
+            }
+        })
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecoderConfig::Lda(_) => "lda",
+            DecoderConfig::Svm(_) => "svm",
+            DecoderConfig::Mlp(_) => "mlp",
+        }
+    }
+}
+
+/// Every decoder, as one type: what a model file stores and the pipeline runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AnyDecoder {
+    Lda(lda::Lda),
+    Svm(svm::Svm),
+    Mlp(Box<mlp::PlasticMlp>),
+}
+
+impl AnyDecoder {
+    fn inner(&self) -> &dyn Decoder {
+        match self {
+            AnyDecoder::Lda(d) => d,
+            AnyDecoder::Svm(d) => d,
+            AnyDecoder::Mlp(d) => d.as_ref(),
+        }
+    }
+
+    fn inner_mut(&mut self) -> &mut dyn Decoder {
+        match self {
+            AnyDecoder::Lda(d) => d,
+            AnyDecoder::Svm(d) => d,
+            AnyDecoder::Mlp(d) => d.as_mut(),
+        }
+    }
+
+    /// The plastic net, when this decoder is one (for its version and learning rate).
+    pub fn as_mlp(&self) -> Option<&mlp::PlasticMlp> {
+        match self {
+            AnyDecoder::Mlp(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+impl Decoder for AnyDecoder {
+    fn classes(&self) -> usize {
+        self.inner().classes()
+    }
+
+    fn fit(&mut self, features: ArrayView2<'_, f32>, labels: &[usize]) -> Result<()> {
+        self.inner_mut().fit(features, labels)
+    }
+
+    fn predict_proba(&mut self, features: &[f32], probabilities: &mut [f64]) {
+        self.inner_mut().predict_proba(features, probabilities)
+    }
+
+    fn update(&mut self, features: &[f32], label: usize) -> bool {
+        self.inner_mut().update(features, label)
+    }
+
+    fn observe(&mut self, features: &[f32]) {
+        self.inner_mut().observe(features)
+    }
+}

@@ -9,6 +9,7 @@
 
 pub mod band_power;
 pub mod csp;
+pub mod extractor;
 pub mod tangent_space;
 pub mod window;
 

@@ -6,7 +6,10 @@
 //! ```toml
 //! [source]            # kind = "simulator" | "replay"
 //! [preprocess]        # channels, bandpass, notch, reference
-//! [features]          # window_seconds, hop_seconds, [features.band_power]
+//! [features]          # window_seconds, hop_seconds, one of [features.band_power],
+//!                     # [features.csp], [features.tangent_space]
+//! [decoder]           # kind = "lda" | "svm" | "mlp" and its settings
+//! [training]          # classes (event → name), epoch offset, folds, seed
 //! [output]            # format = "csv" | "jsonl", path
 //! ```
 
@@ -14,8 +17,13 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::decoder::DecoderConfig;
+use crate::epochs::TrainingConfig;
 use crate::error::{Error, Result};
 use crate::features::band_power::BandPowerConfig;
+use crate::features::csp::{Csp, CspConfig};
+use crate::features::extractor::AnyExtractor;
+use crate::features::tangent_space::{TangentSpace, TangentSpaceConfig};
 use crate::output::OutputConfig;
 use crate::preprocess::PreprocessConfig;
 use crate::source::replay::ReplayConfig;
@@ -41,6 +49,12 @@ pub struct PipelineConfig {
     pub preprocess: PreprocessConfig,
     #[serde(default)]
     pub features: FeaturesConfig,
+    /// How windows become class probabilities; absent: the pipeline stops at features.
+    #[serde(default)]
+    pub decoder: Option<DecoderConfig>,
+    /// Which events are classes and where the epoch sits (for `train` and `evaluate`).
+    #[serde(default)]
+    pub training: TrainingConfig,
     #[serde(default)]
     pub output: OutputConfig,
 }
@@ -78,8 +92,15 @@ pub struct FeaturesConfig {
     /// Step between consecutive windows, seconds.
     #[serde(default = "default_hop_seconds")]
     pub hop_seconds: f64,
+    /// Log band power per channel and band (the default when no feature table is given).
     #[serde(default)]
-    pub band_power: BandPowerConfig,
+    pub band_power: Option<BandPowerConfig>,
+    /// Common spatial patterns (fitted on calibration data by `neurostream train`).
+    #[serde(default)]
+    pub csp: Option<CspConfig>,
+    /// Riemannian tangent space of the window covariance (fitted by `neurostream train`).
+    #[serde(default)]
+    pub tangent_space: Option<TangentSpaceConfig>,
 }
 
 fn default_window_seconds() -> f64 {
@@ -95,7 +116,9 @@ impl Default for FeaturesConfig {
         FeaturesConfig {
             window_seconds: default_window_seconds(),
             hop_seconds: default_hop_seconds(),
-            band_power: BandPowerConfig::default(),
+            band_power: None,
+            csp: None,
+            tangent_space: None,
         }
     }
 }
@@ -105,6 +128,45 @@ impl Default for FeaturesConfig {
 pub const MAX_WINDOW_SECONDS: f64 = 60.0;
 
 impl FeaturesConfig {
+    /// Build the feature stage for `channel_labels` at `rate` with windows of
+    /// `window_samples`. Exactly one of `[features.band_power]`, `[features.csp]` and
+    /// `[features.tangent_space]` may be given; none means band power with its defaults.
+    pub fn build_extractor(
+        &self,
+        channel_labels: &[String],
+        rate: f64,
+        window_samples: usize,
+    ) -> Result<AnyExtractor> {
+        let given = [
+            self.band_power.is_some().then_some("band_power"),
+            self.csp.is_some().then_some("csp"),
+            self.tangent_space.is_some().then_some("tangent_space"),
+        ];
+        let given: Vec<&str> = given.into_iter().flatten().collect();
+        if given.len() > 1 {
+            return Err(Error::config(
+                "pipeline",
+                format!(
+                    "[features] has {} tables ({}); allowed: exactly one of features.band_power, features.csp, features.tangent_space",
+                    given.len(),
+                    given.join(", ")
+                ),
+            ));
+        }
+        Ok(if let Some(csp) = &self.csp {
+            AnyExtractor::Csp(Box::new(Csp::new(*csp)?))
+        } else if let Some(ts) = &self.tangent_space {
+            AnyExtractor::TangentSpace(Box::new(TangentSpace::new(*ts)))
+        } else {
+            let config = self.band_power.clone().unwrap_or_default();
+            AnyExtractor::BandPower(Box::new(config.build(
+                channel_labels,
+                rate,
+                window_samples,
+            )?))
+        })
+    }
+
     /// Window and hop in samples at `rate`, checked.
     pub fn window_and_hop(&self, rate: f64) -> Result<(usize, usize)> {
         let bad = |key: &str, value: f64, allowed: String| {

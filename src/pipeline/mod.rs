@@ -1,4 +1,4 @@
-//! The synchronous hot path: preprocess → window → features, and (later) decoder → control.
+//! The synchronous hot path: preprocess → window → features → decoder (→ control, later).
 //!
 //! [`Pipeline::process`] takes one chunk, filters it in place, advances the sliding window and
 //! calls back once per completed window with its feature vector. It owns every buffer it needs,
@@ -10,10 +10,12 @@ pub mod config;
 
 pub use config::{FeaturesConfig, PipelineConfig, SourceConfig};
 
+use crate::decoder::{AnyDecoder, Decoder};
 use crate::error::Result;
-use crate::features::band_power::BandPower;
+use crate::features::extractor::AnyExtractor;
 use crate::features::window::Windower;
 use crate::features::FeatureExtractor;
+use crate::model::{Fingerprint, Model};
 use crate::preprocess::Preprocessor;
 use crate::source::{Source, SourceItem, StreamStatus};
 use crate::stream::{Chunk, Event, StreamInfo};
@@ -25,21 +27,34 @@ pub struct WindowFeatures<'a> {
     pub end_timestamp: f64,
     /// One value per [`Pipeline::feature_names`] entry.
     pub values: &'a [f32],
+    /// Class probabilities (one per [`Pipeline::class_names`] entry) when the pipeline has a
+    /// trained decoder.
+    pub probabilities: Option<&'a [f64]>,
 }
 
 pub struct Pipeline {
     preprocess: Preprocessor,
     windower: Windower,
-    extractor: Box<dyn FeatureExtractor>,
+    extractor: AnyExtractor,
+    decoder: Option<AnyDecoder>,
+    classes: Vec<String>,
     features: Vec<f32>,
+    probabilities: Vec<f64>,
     rate: f64,
     input_channels: usize,
+    fingerprint: Fingerprint,
 }
 
 impl Pipeline {
-    /// Build for a stream: every stream-dependent check (labels exist, filters below Nyquist,
-    /// window long enough) happens here, before the first sample.
-    pub fn build(config: &PipelineConfig, input: &StreamInfo) -> Result<Self> {
+    /// Build for a stream, with the trained `model` when the pipeline decodes or its feature
+    /// stage must be fitted (CSP, tangent space). Every stream-dependent check (labels exist,
+    /// filters below Nyquist, window long enough, model fits) happens here, before the first
+    /// sample.
+    pub fn build(
+        config: &PipelineConfig,
+        input: &StreamInfo,
+        model: Option<Model>,
+    ) -> Result<Self> {
         if input.is_irregular() {
             return Err(crate::Error::Stream(format!(
                 "stream {:?} has an irregular rate; the pipeline needs a regularly sampled signal stream",
@@ -49,17 +64,40 @@ impl Pipeline {
         let preprocess = config.preprocess.build(input)?;
         let rate = input.nominal_rate;
         let (window, hop) = config.features.window_and_hop(rate)?;
-        let out = preprocess.output_info();
-        let labels: Vec<String> = out.labels().map(str::to_owned).collect();
-        let band_power: BandPower = config.features.band_power.build(&labels, rate, window)?;
-        let dimension = band_power.names().len();
+        let labels: Vec<String> = preprocess
+            .output_info()
+            .labels()
+            .map(str::to_owned)
+            .collect();
+        let mut extractor = config.features.build_extractor(&labels, rate, window)?;
+        let fingerprint = Fingerprint::new(config, labels.clone(), rate, window);
+        let (decoder, classes) = match model {
+            Some(model) => {
+                model.fingerprint.check(&fingerprint)?;
+                extractor.restore(model.extractor)?;
+                (Some(model.decoder), model.classes)
+            }
+            None if extractor.needs_fit() => {
+                return Err(crate::Error::Stream(
+                    "this pipeline's feature stage (CSP or tangent space) is fitted on calibration data: \
+                     train a model with `neurostream train` and pass it with --model"
+                        .into(),
+                ))
+            }
+            None => (None, Vec::new()),
+        };
+        let dimension = extractor.names().len();
         Ok(Pipeline {
             windower: Windower::new(labels.len(), window, hop),
             preprocess,
-            extractor: Box::new(band_power),
+            extractor,
+            probabilities: vec![0.0; classes.len()],
+            decoder,
+            classes,
             features: vec![0.0; dimension],
             rate,
             input_channels: input.channel_count(),
+            fingerprint,
         })
     }
 
@@ -67,27 +105,48 @@ impl Pipeline {
         self.extractor.names()
     }
 
+    /// Class names when the pipeline decodes, else empty.
+    pub fn class_names(&self) -> &[String] {
+        &self.classes
+    }
+
     /// The stream after preprocessing (selected channels).
     pub fn output_info(&self) -> &StreamInfo {
         self.preprocess.output_info()
     }
 
-    /// Filter `chunk` in place and emit the features of every window it completes.
+    pub fn fingerprint(&self) -> &Fingerprint {
+        &self.fingerprint
+    }
+
+    pub fn decoder(&self) -> Option<&AnyDecoder> {
+        self.decoder.as_ref()
+    }
+
+    /// Filter `chunk` in place and emit the features (and class probabilities) of every
+    /// window it completes.
     pub fn process(&mut self, chunk: &mut Chunk, mut on_window: impl FnMut(WindowFeatures<'_>)) {
         debug_assert_eq!(chunk.channels(), self.input_channels);
         self.preprocess.process(chunk);
         let Pipeline {
             windower,
             extractor,
+            decoder,
             features,
+            probabilities,
             rate,
             ..
         } = self;
         windower.push(chunk, *rate, |window| {
             extractor.extract(window, features);
+            let probabilities = decoder.as_mut().map(|decoder| {
+                decoder.predict_proba(features, probabilities);
+                &probabilities[..]
+            });
             on_window(WindowFeatures {
                 end_timestamp: window.end_timestamp,
                 values: features,
+                probabilities,
             });
         });
     }

@@ -1,0 +1,59 @@
+//! `neurostream train --pipeline P --recording FILES... --out MODEL`: calibrate a decoder.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use neurostream::pipeline::PipelineConfig;
+use neurostream::{epochs, evaluate, io, Result};
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Pipeline file with [features], [decoder] and [training] tables.
+    #[arg(long, short)]
+    pub pipeline: PathBuf,
+    /// Calibration recordings (same montage and rate), e.g. S001R04.edf S001R08.edf.
+    #[arg(long, short, num_args = 1.., required = true)]
+    pub recording: Vec<PathBuf>,
+    /// Where to write the model (JSON).
+    #[arg(long, short)]
+    pub out: PathBuf,
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let config = PipelineConfig::from_file(&args.pipeline)?;
+    config.training.validate()?;
+    let recordings = args
+        .recording
+        .iter()
+        .map(io::open)
+        .collect::<Result<Vec<_>>>()?;
+    let epochs = epochs::cut_all(&recordings, &config)?;
+    let names: Vec<String> = args
+        .recording
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let model = evaluate::train(&config, &epochs, names)?;
+    model.save(&args.out)?;
+    let mut counts = vec![0usize; config.training.classes.len()];
+    for &l in &epochs.labels {
+        counts[l] += 1;
+    }
+    let per_class: Vec<String> = config
+        .training
+        .classes
+        .iter()
+        .zip(&counts)
+        .map(|(c, n)| format!("{} ({}) ×{n}", c.name, c.event))
+        .collect();
+    println!(
+        "trained {} on {} epoch(s) [{}], {} channel(s) × {} samples → {}",
+        config.decoder.as_ref().map_or("?", |d| d.kind()),
+        epochs.len(),
+        per_class.join(", "),
+        epochs.channels,
+        epochs.samples,
+        args.out.display()
+    );
+    Ok(())
+}

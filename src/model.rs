@@ -1,0 +1,182 @@
+//! Model files: a trained feature stage and decoder, with the fingerprint of the pipeline they
+//! were trained for. JSON, versioned and self-describing, so a model can be inspected with any
+//! JSON tool, and loading one into a pipeline it does not fit fails with the first mismatch
+//! named instead of producing silent garbage.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::decoder::AnyDecoder;
+use crate::error::{Error, Result};
+use crate::features::extractor::ExtractorState;
+use crate::pipeline::{FeaturesConfig, PipelineConfig};
+use crate::preprocess::PreprocessConfig;
+
+/// Identifies the file type; checked on load.
+pub const MODEL_FORMAT: &str = "neurostream-model";
+/// Bumped when the layout changes incompatibly; older versions are refused with a message.
+pub const MODEL_VERSION: u32 = 1;
+
+/// What a model depends on: the channels after preprocessing, the rate, the window, and the
+/// preprocessing and feature settings. The hop and the source may differ freely.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub channels: Vec<String>,
+    pub rate: f64,
+    pub window_samples: usize,
+    pub preprocess: PreprocessConfig,
+    pub features: FeaturesConfig,
+}
+
+impl Fingerprint {
+    pub fn new(
+        config: &PipelineConfig,
+        channels: Vec<String>,
+        rate: f64,
+        window_samples: usize,
+    ) -> Self {
+        let mut features = config.features.clone();
+        // The hop only sets how often windows are taken, not what a window means.
+        features.hop_seconds = 0.0;
+        Fingerprint {
+            channels,
+            rate,
+            window_samples,
+            preprocess: config.preprocess.clone(),
+            features,
+        }
+    }
+
+    /// `Ok` if `self` (the model's) fits `other` (the pipeline's), else the first difference.
+    pub fn check(&self, other: &Fingerprint) -> Result<()> {
+        let mismatch = |what: String| {
+            Err(Error::Stream(format!(
+                "model does not fit this pipeline: {what}"
+            )))
+        };
+        if self.channels != other.channels {
+            let first = self
+                .channels
+                .iter()
+                .zip(&other.channels)
+                .position(|(a, b)| a != b)
+                .map(|i| {
+                    format!(
+                        "; first difference at channel {i}: {:?} in the model, {:?} here",
+                        self.channels[i], other.channels[i]
+                    )
+                })
+                .unwrap_or_default();
+            return mismatch(format!(
+                "it was trained on {} channel(s), the stream after preprocessing has {}{first}",
+                self.channels.len(),
+                other.channels.len()
+            ));
+        }
+        if self.rate != other.rate {
+            return mismatch(format!(
+                "it was trained at {} Hz, the stream runs at {} Hz",
+                self.rate, other.rate
+            ));
+        }
+        if self.window_samples != other.window_samples {
+            return mismatch(format!(
+                "it was trained on windows of {} samples, the pipeline makes {}",
+                self.window_samples, other.window_samples
+            ));
+        }
+        if self.preprocess != other.preprocess {
+            return mismatch(format!(
+                "preprocessing differs: model {}, pipeline {}",
+                serde_json::to_string(&self.preprocess).unwrap_or_default(),
+                serde_json::to_string(&other.preprocess).unwrap_or_default()
+            ));
+        }
+        if self.features != other.features {
+            return mismatch(format!(
+                "feature settings differ: model {}, pipeline {}",
+                serde_json::to_string(&self.features).unwrap_or_default(),
+                serde_json::to_string(&other.features).unwrap_or_default()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A trained model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Model {
+    pub format: String,
+    pub version: u32,
+    /// neurostream version that wrote it.
+    pub written_by: String,
+    pub fingerprint: Fingerprint,
+    /// Class names, in class-index order.
+    pub classes: Vec<String>,
+    pub extractor: ExtractorState,
+    pub decoder: AnyDecoder,
+    /// Where the training data came from, for people reading the file.
+    pub trained_on: Vec<String>,
+    pub training_epochs: usize,
+}
+
+impl Model {
+    pub fn new(
+        fingerprint: Fingerprint,
+        classes: Vec<String>,
+        extractor: ExtractorState,
+        decoder: AnyDecoder,
+        trained_on: Vec<String>,
+        training_epochs: usize,
+    ) -> Self {
+        Model {
+            format: MODEL_FORMAT.into(),
+            version: MODEL_VERSION,
+            written_by: env!("CARGO_PKG_VERSION").into(),
+            fingerprint,
+            classes,
+            extractor,
+            decoder,
+            trained_on,
+            training_epochs,
+        }
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string(self)
+            .map_err(|e| Error::Other(format!("serializing the model: {e}")))?;
+        std::fs::write(path, text).map_err(|e| Error::io(path, e))
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_json(&text, &path.display().to_string())
+    }
+
+    pub fn from_json(text: &str, origin: &str) -> Result<Self> {
+        // Check the header first, so a wrong file or version gets that message rather than a
+        // missing-field error from deep inside.
+        #[derive(Deserialize)]
+        struct Header {
+            format: Option<String>,
+            version: Option<u32>,
+        }
+        let bad = |detail: String| Error::Other(format!("model {origin}: {detail}"));
+        let header: Header =
+            serde_json::from_str(text).map_err(|e| bad(format!("not a JSON model file: {e}")))?;
+        if header.format.as_deref() != Some(MODEL_FORMAT) {
+            return Err(bad(format!(
+                "format is {:?}, expected {MODEL_FORMAT:?}",
+                header.format
+            )));
+        }
+        if header.version != Some(MODEL_VERSION) {
+            return Err(bad(format!(
+                "version {:?} is not supported; this neurostream reads version {MODEL_VERSION}",
+                header.version
+            )));
+        }
+        serde_json::from_str(text).map_err(|e| bad(e.to_string()))
+    }
+}
