@@ -183,7 +183,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
                 }
                 _ => {
                     let first = subject.files.first().cloned().unwrap_or_default();
-                    let (session, calibration) = split(subject, |f| f != first);
+                    let (calibration, session) = split(subject, |f| f != first);
                     let calibration = cut(&calibration, &config, "calibration", &subject.name)?;
                     let session = cut(&session, &config, "later", &subject.name)?;
                     let outcome = evaluate::online(&config, &calibration, &session)?;
