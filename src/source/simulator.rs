@@ -601,13 +601,16 @@ struct Generator {
     pink: PinkShape,
     shared_state: [PinkState; SHARED],
     own_state: Vec<PinkState>,
-    /// Per channel: weights of the shared sources, scaled so the shared part has variance
-    /// `SHARED_FRACTION · noise_uv²`.
-    shared_weights: Vec<[f64; SHARED]>,
+    /// Weight of shared source `k` at channel `c` at `[k * channels + c]` (source-major, so
+    /// mixing is one contiguous, vectorisable pass over the channels per source), scaled so
+    /// the shared part has variance `SHARED_FRACTION · noise_uv²`.
+    shared_weights: Vec<f64>,
     own_scale: f64,
     rhythms: [Rhythm; RHYTHMS],
-    /// Per channel: µV per unit of each rhythm.
-    rhythm_weights: Vec<[f64; RHYTHMS]>,
+    /// µV per unit of rhythm `r` at channel `c`, at `[r * channels + c]`.
+    rhythm_weights: Vec<f64>,
+    /// Per-channel accumulator of the sample being built.
+    acc: Vec<f64>,
     /// Two-stage smoothed ERD gain per hemisphere, `[left, right]`.
     erd_stage1: [f64; 2],
     erd_gain: [f64; 2],
@@ -639,7 +642,7 @@ impl Generator {
             .iter()
             .map(|l| grid_position(l).expect("montage labels are 10-10 labels"))
             .collect();
-        let rhythm_weights = positions
+        let rhythm_weights: Vec<[f64; RHYTHMS]> = positions
             .iter()
             .map(|&p| {
                 let motor = |src, uv| uv * spatial_weight(p, src, MOTOR_SPREAD);
@@ -653,7 +656,7 @@ impl Generator {
             })
             .collect();
         let noise = config.noise_uv;
-        let shared_weights = positions
+        let shared_weights: Vec<[f64; SHARED]> = positions
             .iter()
             .map(|&p| {
                 let mut w = [0.0; SHARED];
@@ -675,10 +678,11 @@ impl Generator {
             pink: PinkShape::new(rate),
             shared_state: [PinkState::default(); SHARED],
             own_state: vec![PinkState::default(); positions.len()],
-            shared_weights,
+            shared_weights: source_major(&shared_weights),
             own_scale: noise * (1.0 - SHARED_FRACTION).sqrt(),
             rhythms,
-            rhythm_weights,
+            rhythm_weights: source_major(&rhythm_weights),
+            acc: vec![0.0; positions.len()],
             erd_stage1: [1.0; 2],
             erd_gain: [1.0; 2],
             erd_alpha: 1.0 - (-1.0 / (ERD_TAU * rate)).exp(),
@@ -688,11 +692,6 @@ impl Generator {
             generator.step([1.0, 1.0], &mut frame);
         }
         generator
-    }
-
-    #[inline(always)]
-    fn normal(&mut self) -> f64 {
-        self.rng.sample(StandardNormal)
     }
 
     /// Advance one sample towards the ERD target gains `[left, right]` and write every
@@ -705,37 +704,50 @@ impl Generator {
             *stage1 += self.erd_alpha * (goal - *stage1);
             *gain += self.erd_alpha * (*stage1 - *gain);
         }
+        let rng = &mut self.rng;
         let mut shared = [0.0; SHARED];
-        for (k, value) in shared.iter_mut().enumerate() {
-            let x = self.normal();
-            *value = self.pink.step(&mut self.shared_state[k], x);
+        for (value, state) in shared.iter_mut().zip(&mut self.shared_state) {
+            *value = self.pink.step(state, rng.sample(StandardNormal));
         }
         let mut src = [0.0; RHYTHMS];
-        for (r, value) in src.iter_mut().enumerate() {
-            let drive = self.normal();
-            let env_drive = self.normal();
-            *value = self.rhythms[r].step(drive, env_drive);
+        for (value, rhythm) in src.iter_mut().zip(&mut self.rhythms) {
+            let drive = rng.sample(StandardNormal);
+            let env_drive = rng.sample(StandardNormal);
+            *value = rhythm.step(drive, env_drive);
         }
         let [left, right] = self.erd_gain;
         src[MU_LEFT] *= left;
         src[BETA_LEFT] *= left;
         src[MU_RIGHT] *= right;
         src[BETA_RIGHT] *= right;
-        for (c, out) in frame.iter_mut().enumerate() {
-            let x = self.normal();
-            let own = self.pink.step(&mut self.own_state[c], x);
-            let sw = &self.shared_weights[c];
-            let rw = &self.rhythm_weights[c];
-            let mut v = self.own_scale * own;
-            for k in 0..SHARED {
-                v += sw[k] * shared[k];
+        // Channel-private noise first, then one pass per source over all channels: each pass
+        // is an independent multiply-add per channel, which the compiler vectorises, instead
+        // of one long dependent sum per channel.
+        // (Drawing all the noise before filtering keeps the RNG call out of the filter loop.)
+        for a in self.acc.iter_mut() {
+            *a = rng.sample(StandardNormal);
+        }
+        for (a, state) in self.acc.iter_mut().zip(&mut self.own_state) {
+            *a = self.own_scale * self.pink.step(state, *a);
+        }
+        let channels = self.acc.len();
+        let mixes = self.shared_weights.chunks_exact(channels).zip(shared);
+        for (weights, value) in mixes.chain(self.rhythm_weights.chunks_exact(channels).zip(src)) {
+            for (a, w) in self.acc.iter_mut().zip(weights) {
+                *a += w * value;
             }
-            for r in 0..RHYTHMS {
-                v += rw[r] * src[r];
-            }
-            *out = v as f32;
+        }
+        for (out, a) in frame.iter_mut().zip(&self.acc) {
+            *out = *a as f32;
         }
     }
+}
+
+/// `[channel][source]` weights → source-major `[source * channels + channel]`.
+fn source_major<const N: usize>(per_channel: &[[f64; N]]) -> Vec<f64> {
+    (0..N)
+        .flat_map(|k| per_channel.iter().map(move |w| w[k]))
+        .collect()
 }
 
 /// Which hand a cue asks to imagine.
