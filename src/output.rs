@@ -131,6 +131,12 @@ impl FeatureWriter {
                     features.end_timestamp,
                     marker.unwrap_or("")
                 )?;
+                if let Some(p) = features.probabilities {
+                    write!(self.out, ",{}", self.classes[argmax(p)])?;
+                    for v in p {
+                        write!(self.out, ",{v:.6}")?;
+                    }
+                }
                 for v in features.values {
                     write!(self.out, ",{v}")?;
                 }

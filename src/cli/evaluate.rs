@@ -101,6 +101,8 @@ struct Row {
     kappa: f64,
     itr: Option<f64>,
     extra: String,
+    /// Accuracy and AUC of the frozen copy (online mode).
+    frozen: Option<(f64, Option<f64>)>,
     json: serde_json::Value,
 }
 
@@ -112,6 +114,7 @@ fn row_from_report(subject: &str, report: &Report, extra: String, json: serde_js
         kappa: report.kappa,
         itr: report.itr_bits_per_minute,
         extra,
+        frozen: None,
         json,
     }
 }
@@ -155,6 +158,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
                         kappa: cv.pooled.kappa,
                         itr: cv.pooled.itr_bits_per_minute,
                         extra,
+                        frozen: None,
                         json,
                     }
                 }
@@ -198,7 +202,9 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
                         outcome.updates_applied
                     );
                     let json = json!({"subject": subject.name, "online": outcome});
-                    row_from_report(&subject.name, &outcome.adaptive, extra, json)
+                    let mut row = row_from_report(&subject.name, &outcome.adaptive, extra, json);
+                    row.frozen = Some((outcome.frozen.accuracy, outcome.frozen.auc));
+                    row
                 }
             };
             rows.push(row);
@@ -252,6 +258,22 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
             );
         }
         println!("  {:<8} {:>8.3} {:>8}", "mean", mean_acc, fmt(mean_auc));
+        let frozen: Option<Vec<(f64, Option<f64>)>> = rows.iter().map(|r| r.frozen).collect();
+        if let Some(frozen) = frozen {
+            let n = frozen.len() as f64;
+            let acc = frozen.iter().map(|f| f.0).sum::<f64>() / n;
+            let auc: Option<f64> = frozen
+                .iter()
+                .map(|f| f.1)
+                .sum::<Option<f64>>()
+                .map(|s| s / n);
+            println!(
+                "  {:<8} {:>8.3} {:>8}  (the same decoder frozen after calibration)",
+                "frozen",
+                acc,
+                fmt(auc)
+            );
+        }
     }
     Ok(())
 }

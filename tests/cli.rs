@@ -1,0 +1,254 @@
+//! The `neurostream` binary, driven as a user would.
+
+mod common;
+
+use std::process::{Command, Output};
+
+fn neurostream(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_neurostream"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run neurostream")
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn failure(output: &Output) -> String {
+    assert!(
+        !output.status.success(),
+        "unexpected success: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+fn temp(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("neurostream-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[test]
+fn demo_runs_the_embedded_pipeline_on_the_simulator() {
+    let out = stdout(&neurostream(&["demo", "--seconds", "3", "--speed", "0"]));
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "timestamp,marker,C3:mu,C3:beta,Cz:mu,Cz:beta,C4:mu,C4:beta"
+    );
+    // 3 s at 160 Hz, 1 s windows every 0.25 s: 1 + (480 − 160) / 40 windows.
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 9);
+    for row in rows {
+        let fields: Vec<&str> = row.split(',').collect();
+        assert_eq!(fields.len(), 8);
+        for v in &fields[2..] {
+            assert!(v.parse::<f32>().unwrap().is_finite());
+        }
+    }
+}
+
+#[test]
+fn simulate_writes_one_row_per_sample_with_markers() {
+    let out = stdout(&neurostream(&[
+        "simulate",
+        "--seconds",
+        "10",
+        "--seed",
+        "3",
+    ]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("timestamp,Fc3,"));
+    assert_eq!(lines.len(), 1 + 1600);
+    let markers: Vec<&str> = lines[1..]
+        .iter()
+        .filter_map(|l| l.rsplit(',').next())
+        .filter(|m| !m.is_empty())
+        .collect();
+    assert!(
+        markers.len() >= 2 && markers.iter().all(|m| ["T0", "T1", "T2"].contains(m)),
+        "{markers:?}"
+    );
+    // Same seed, same EEG.
+    assert_eq!(
+        out,
+        stdout(&neurostream(&[
+            "simulate",
+            "--seconds",
+            "10",
+            "--seed",
+            "3"
+        ]))
+    );
+}
+
+#[test]
+fn info_describes_a_real_recording() {
+    let Some(path) = common::eegmmidb_file("S001", 4) else {
+        return;
+    };
+    let out = stdout(&neurostream(&["info", path.to_str().unwrap()]));
+    assert!(
+        out.contains("64 channel(s), 160 Hz, 20000 sample(s), 125.000 s"),
+        "{out}"
+    );
+    assert!(out.contains("events: 30 (T0×15, T1×8, T2×7)"), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&stdout(&neurostream(&[
+        "info",
+        path.to_str().unwrap(),
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(json["streams"][0]["labels"][8], "C3");
+}
+
+#[test]
+fn replay_prints_features_and_with_a_model_probabilities() {
+    let (Some(r04), Some(r08), Some(r12)) = (
+        common::eegmmidb_file("S007", 4),
+        common::eegmmidb_file("S007", 8),
+        common::eegmmidb_file("S007", 12),
+    ) else {
+        return;
+    };
+    let (r04, r08, r12) = (
+        r04.to_str().unwrap(),
+        r08.to_str().unwrap(),
+        r12.to_str().unwrap(),
+    );
+    let out = stdout(&neurostream(&["replay", r12, "--format", "jsonl"]));
+    let windows = out.lines().filter(|l| l.contains("\"features\"")).count();
+    assert_eq!(windows, 1 + (20_000 - 160) / 16);
+    let first: serde_json::Value =
+        serde_json::from_str(out.lines().find(|l| l.contains("features")).unwrap()).unwrap();
+    assert!(first["features"]["C3:mu"].as_f64().unwrap().is_finite());
+
+    let model = temp("csp_lda.json");
+    let model = model.to_str().unwrap();
+    let trained = stdout(&neurostream(&[
+        "train",
+        "--pipeline",
+        "pipelines/mi_csp_lda.toml",
+        "--recording",
+        r04,
+        r08,
+        "--out",
+        model,
+    ]));
+    assert!(trained.contains("on 30 epoch(s)"), "{trained}");
+    let out = stdout(&neurostream(&[
+        "replay",
+        r12,
+        "--pipeline",
+        "pipelines/mi_csp_lda.toml",
+        "--model",
+        model,
+    ]));
+    let header = out.lines().next().unwrap();
+    assert_eq!(
+        header,
+        "timestamp,marker,predicted,p:left,p:right,csp0,csp1,csp2,csp3"
+    );
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split(',').collect();
+    assert!(["left", "right"].contains(&row[2]));
+
+    // A model refused by a pipeline it does not fit.
+    let err = failure(&neurostream(&[
+        "replay",
+        r12,
+        "--pipeline",
+        "pipelines/mi_tangent_lda.toml",
+        "--model",
+        model,
+    ]));
+    assert!(err.contains("model does not fit"), "{err}");
+}
+
+#[test]
+fn evaluate_reports_cross_validated_and_held_out_scores() {
+    let (Some(r04), Some(r08), Some(r12)) = (
+        common::eegmmidb_file("S007", 4),
+        common::eegmmidb_file("S007", 8),
+        common::eegmmidb_file("S007", 12),
+    ) else {
+        return;
+    };
+    let files = [
+        r04.to_str().unwrap(),
+        r08.to_str().unwrap(),
+        r12.to_str().unwrap(),
+    ];
+    let mut args = vec![
+        "evaluate",
+        "--json",
+        "--pipeline",
+        "pipelines/mi_csp_lda.toml",
+        "--recording",
+    ];
+    args.extend(files);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&neurostream(&args))).unwrap();
+    let result = &json["results"][0];
+    assert_eq!(result["subjects"][0]["subject"], "S007");
+    assert_eq!(result["subjects"][0]["trials"], 45);
+    let auc = result["mean_auc"].as_f64().unwrap();
+    assert!(auc > 0.8, "S007 is the clearest subject; CSP+LDA AUC {auc}");
+    let kappa = result["subjects"][0]["cv"]["pooled"]["kappa"]
+        .as_f64()
+        .unwrap();
+    assert!(kappa > 0.5);
+
+    args.extend(["--holdout", "R12"]);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&neurostream(&args))).unwrap();
+    let subject = &json["results"][0]["subjects"][0];
+    assert_eq!(subject["train_trials"], 30);
+    assert_eq!(subject["report"]["n"], 15);
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let garbage = temp("garbage.edf");
+    std::fs::write(&garbage, b"this is not EEG").unwrap();
+    let err = failure(&neurostream(&["info", garbage.to_str().unwrap()]));
+    assert!(err.contains("not an EDF, BDF or XDF file"), "{err}");
+
+    let pipeline = temp("typo.toml");
+    std::fs::write(&pipeline, "[features]\nwindow_secs = 1.0\n").unwrap();
+    let err = failure(&neurostream(&["check", pipeline.to_str().unwrap()]));
+    assert!(err.contains("window_secs"), "{err}");
+
+    std::fs::write(
+        &pipeline,
+        "[preprocess.bandpass]\nlow = 1.0\nhigh = 100.0\n[source]\nkind = \"simulator\"\n",
+    )
+    .unwrap();
+    let err = failure(&neurostream(&["check", pipeline.to_str().unwrap()]));
+    assert!(err.contains("preprocess.bandpass.high = 100"), "{err}");
+
+    let err = failure(&neurostream(&["info", "/nonexistent/file.edf"]));
+    assert!(err.contains("/nonexistent/file.edf"), "{err}");
+}
+
+#[test]
+fn every_shipped_pipeline_passes_check() {
+    for entry in
+        std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines"))
+            .unwrap()
+    {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name == "demo.toml" {
+            let out = stdout(&neurostream(&["check", path.to_str().unwrap()]));
+            assert!(out.contains("ok"), "{out}");
+        }
+    }
+}
