@@ -3,11 +3,11 @@
 //! Real-time brain-machine-interface streaming. Data flows one way:
 //!
 //! ```text
-//!  source ──► preprocess ──► features ──► decoder ──► control ──► sinks
-//!  (replay,    (channel       (sliding      (later)     (later)    (stdout CSV/JSON
-//!   simulator,  selection,     window,                              lines, file,
-//!   LSL later)  band-pass,     band power)                          WebSocket later)
-//!               notch, CAR)
+//!  source ──► preprocess ──► window ──► features ──► decoder ──► control ──► sinks
+//!  (replay,    (channel       (ring      (band power,  (LDA, SVM,   (later)    (CSV/JSON
+//!   simulator,  selection,     buffer,    CSP, tangent  plastic MLP)            lines; WebSocket
+//!   LSL later)  CAR, band-     length,    space)                                later)
+//!               pass, notch)   hop)
 //! ```
 //!
 //! Modules, in reading order:
@@ -19,15 +19,27 @@
 //! - [`io`]: recording readers (EDF/EDF+/BDF, XDF) producing a [`io::Recording`].
 //! - [`source`]: the [`source::Source`] trait and its implementations (replay of a recording,
 //!   simulator). Sources are blocking iterators that run on their own thread at the edge.
-//! - [`preprocess`]: causal per-channel stages (channel selection, band-pass, notch, common
-//!   average reference) that keep their state across chunks.
-//! - [`features`]: the sliding-window ring buffer and feature extractors (band power).
+//! - [`preprocess`]: causal per-channel stages (channel selection, common average reference,
+//!   band-pass, notch) that keep their state across chunks.
+//! - [`features`]: the sliding-window ring buffer and the feature extractors: band power,
+//!   CSP and Riemannian tangent space (the last two fitted on calibration data), gathered in
+//!   [`features::extractor::AnyExtractor`].
+//! - [`linalg`]: the small SPD-matrix toolkit behind CSP and tangent space (covariance with
+//!   OAS shrinkage, eigendecomposition, matrix functions, Riemannian mean).
+//! - [`decoder`]: feature vector → class probabilities behind the [`decoder::Decoder`] trait
+//!   (shrinkage LDA, SVM, plastic MLP), plus metrics and stratified cross-validation.
 //! - [`pipeline`]: the TOML pipeline file ([`pipeline::PipelineConfig`]) and the synchronous
-//!   hot path ([`pipeline::Pipeline`]) that chains the stages above.
-//! - [`output`]: sinks that write per-window features as CSV or JSON lines.
+//!   hot path ([`pipeline::Pipeline`]) that chains the stages above, with its driver loop.
+//! - [`epochs`]: labelled calibration epochs cut after each cue, through the same
+//!   preprocessing the live pipeline runs.
+//! - [`evaluate`]: fitting, cross-validation, held-out and online (plastic vs frozen)
+//!   evaluation.
+//! - [`model`]: model files (fitted feature stage + decoder + the pipeline fingerprint).
+//! - [`output`]: sinks that write per-window features and probabilities as CSV or JSON lines.
 //!
-//! The per-sample hot path (preprocess → features) is plain synchronous Rust that does not
-//! allocate per chunk once warmed up; async code lives only at the edges.
+//! The per-sample hot path (preprocess → features → decoder) is plain synchronous Rust that
+//! does not allocate per chunk once warmed up (the tangent-space eigensolver is the one
+//! exception, documented there); async code lives only at the edges.
 
 pub mod decoder;
 pub mod epochs;

@@ -348,3 +348,33 @@ fn plastic_decoder_learns_online_and_its_version_moves() {
         .update(x.row(0).as_slice().unwrap(), session.labels[0]));
     assert_eq!(trained.decoder.as_mlp().unwrap().version(), version + 1);
 }
+
+#[test]
+fn three_classes_left_right_rest_end_to_end() {
+    let mut config = pipeline("mi_tangent_lda.toml");
+    config.training.classes = ["T0:rest", "T1:left", "T2:right"]
+        .iter()
+        .map(|s| {
+            let (event, name) = s.split_once(':').unwrap();
+            neurostream::epochs::ClassSpec {
+                event: event.into(),
+                name: name.into(),
+            }
+        })
+        .collect();
+    let sim = SimulatorConfig {
+        speed: 0.0,
+        ..Default::default()
+    };
+    let recording = simulator::record(&sim, 400.0).unwrap();
+    let epochs = epochs::cut(&recording, &config).unwrap();
+    let cv = evaluate::cross_validate(&config, &epochs).unwrap();
+    eprintln!(
+        "simulated rest/left/right, tangent space + LDA: accuracy {:.3}",
+        cv.accuracy
+    );
+    assert_eq!(cv.pooled.classes, 3);
+    assert_eq!(cv.pooled.confusion.len(), 3);
+    assert!(cv.auc.is_none(), "AUC is reported for two classes only");
+    assert!(cv.accuracy > 0.6, "3-class accuracy {}", cv.accuracy);
+}
