@@ -1,5 +1,5 @@
 //! Labelled epochs for calibration: the recording runs through the same causal preprocessing
-//! as the live pipeline (a [`Replay`] in chunks into the pipeline's [`Preprocessor`]), then one
+//! as the live pipeline (a [`Replay`] in chunks into the pipeline's [`Preprocessor`](crate::preprocess::Preprocessor)), then one
 //! window of the pipeline's window length is cut after each cue. The feature stage then sees
 //! exactly what it would see live at the moment the window completes.
 

@@ -4,7 +4,7 @@
 //! Stages, one file each:
 //!
 //! - [`select`]: keep a subset of channels by label ([`select::ChannelSelect`]).
-//! - [`reference`]: common average reference ([`reference::CommonAverage`]).
+//! - [`reference`](mod@reference): common average reference ([`reference::CommonAverage`]).
 //! - [`filter`]: IIR biquad cascades: Butterworth band-pass and mains notch
 //!   ([`filter::IirCascade`]).
 //!
