@@ -35,12 +35,15 @@
 //! - [`evaluate`]: fitting, cross-validation, held-out and online (plastic vs frozen)
 //!   evaluation.
 //! - [`model`]: model files (fitted feature stage + decoder + the pipeline fingerprint).
+//! - [`control`]: class probabilities → device commands (confidence threshold, dwell,
+//!   refractory time, a rest class that sends nothing).
 //! - [`output`]: sinks that write per-window features and probabilities as CSV or JSON lines.
 //!
 //! The per-sample hot path (preprocess → features → decoder) is plain synchronous Rust that
 //! does not allocate per chunk once warmed up (the tangent-space eigensolver is the one
 //! exception, documented there); async code lives only at the edges.
 
+pub mod control;
 pub mod decoder;
 pub mod epochs;
 pub mod error;

@@ -9,6 +9,7 @@
 //! [features]          # window_seconds, hop_seconds, one of [features.band_power],
 //!                     # [features.csp], [features.tangent_space]
 //! [decoder]           # kind = "lda" | "svm" | "mlp" and its settings
+//! [control]           # commands per class, threshold, dwell, refractory time
 //! [training]          # classes (event → name), epoch offset, folds, seed
 //! [output]            # format = "csv" | "jsonl", path
 //! ```
@@ -17,6 +18,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::control::ControlConfig;
 use crate::decoder::DecoderConfig;
 use crate::epochs::TrainingConfig;
 use crate::error::{Error, Result};
@@ -52,6 +54,9 @@ pub struct PipelineConfig {
     /// How windows become class probabilities; absent: the pipeline stops at features.
     #[serde(default)]
     pub decoder: Option<DecoderConfig>,
+    /// Probabilities → device commands (used by the live service).
+    #[serde(default)]
+    pub control: ControlConfig,
     /// Which events are classes and where the epoch sits (for `train` and `evaluate`).
     #[serde(default)]
     pub training: TrainingConfig,
