@@ -6,8 +6,12 @@
 //! in 16-sample chunks as a headset would deliver them. Needs `NEUROSTREAM_DATA` (or
 //! ../shared/data/eeg); without it, runs on 125 s of simulated 64-channel EEG instead and says
 //! so.
+//!
+//! `NEUROSTREAM_BENCH_PASSES=N` skips criterion and runs N passes over the recording, for an
+//! instruction count that does not depend on machine load:
+//! `valgrind --tool=callgrind --toggle-collect='*run_pass*' target/release/deps/pipeline-*`.
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use neurostream::io::{self, Recording};
 use neurostream::pipeline::{Pipeline, PipelineConfig};
 use neurostream::source::replay::Replay;
@@ -53,6 +57,26 @@ fn chunks(
     (chunks, info)
 }
 
+/// One pass of the benchmarked work: a fresh pipeline over every chunk; returns the window count.
+#[inline(never)]
+fn run_pass(
+    config: &PipelineConfig,
+    info: &neurostream::stream::StreamInfo,
+    work: &mut [Chunk],
+    chunks: &[Chunk],
+) -> usize {
+    let mut pipeline = Pipeline::build(config, info, None).unwrap();
+    let mut windows = 0usize;
+    for (chunk, original) in work.iter_mut().zip(chunks) {
+        chunk.data_mut().copy_from_slice(original.data());
+        pipeline.process(chunk, |w| {
+            windows += 1;
+            std::hint::black_box(w.values);
+        });
+    }
+    windows
+}
+
 fn filter_and_band_power(c: &mut Criterion) {
     let (recording, name) = recording();
     let (chunks, info) = chunks(&recording, 16);
@@ -67,23 +91,29 @@ fn filter_and_band_power(c: &mut Criterion) {
     let mut work = chunks.clone();
     group.bench_function(
         format!("{name}/filter+welch-band-power/64ch/1s-window/0.1s-hop"),
-        |b| {
-            b.iter(|| {
-                let mut pipeline = Pipeline::build(&config, &info, None).unwrap();
-                let mut windows = 0usize;
-                for (chunk, original) in work.iter_mut().zip(&chunks) {
-                    chunk.data_mut().copy_from_slice(original.data());
-                    pipeline.process(chunk, |w| {
-                        windows += 1;
-                        std::hint::black_box(w.values);
-                    });
-                }
-                windows
-            })
-        },
+        |b| b.iter(|| run_pass(&config, &info, &mut work, &chunks)),
     );
     group.finish();
 }
 
 criterion_group!(benches, filter_and_band_power);
-criterion_main!(benches);
+fn main() {
+    if let Some(passes) = std::env::var_os("NEUROSTREAM_BENCH_PASSES") {
+        let passes: usize = passes
+            .to_str()
+            .and_then(|p| p.parse().ok())
+            .expect("NEUROSTREAM_BENCH_PASSES: a number of passes");
+        let (recording, name) = recording();
+        let (chunks, info) = chunks(&recording, 16);
+        let config = PipelineConfig::motor_imagery();
+        let mut work = chunks.clone();
+        let mut windows = 0;
+        for _ in 0..passes {
+            windows += run_pass(&config, &info, &mut work, &chunks);
+        }
+        println!("{name}: {passes} passes, {windows} windows");
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
