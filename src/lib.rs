@@ -55,6 +55,7 @@ pub mod model;
 pub mod output;
 pub mod pipeline;
 pub mod preprocess;
+pub mod service;
 pub mod source;
 pub mod stream;
 

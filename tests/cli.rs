@@ -40,7 +40,14 @@ fn temp(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn demo_runs_the_embedded_pipeline_on_the_simulator() {
-    let out = stdout(&neurostream(&["demo", "--seconds", "3", "--speed", "0"]));
+    let out = stdout(&neurostream(&[
+        "demo",
+        "--print",
+        "--seconds",
+        "3",
+        "--speed",
+        "0",
+    ]));
     let mut lines = out.lines();
     assert_eq!(
         lines.next().unwrap(),
