@@ -66,6 +66,47 @@ fn demo_runs_the_embedded_pipeline_on_the_simulator() {
 }
 
 #[test]
+fn demo_serves_commands_that_listen_prints() {
+    use std::io::BufRead;
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_neurostream"))
+        .args(["demo", "--seconds", "40", "--speed", "10"])
+        .args(["--bind", "127.0.0.1:0", "--token", "t0k"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env_remove("NEUROSTREAM_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run neurostream demo");
+    let mut log = std::io::BufReader::new(demo.stderr.take().unwrap()).lines();
+    let url = log
+        .by_ref()
+        .map(|l| l.unwrap())
+        .find_map(|l| {
+            let start = l.find("ws://")?;
+            Some(l[start..].split_whitespace().next()?.to_owned())
+        })
+        .expect("demo never said where it serves");
+    // Keep reading the log so the demo never blocks on a full pipe.
+    let drain = std::thread::spawn(move || log.count());
+    let refused = failure(&neurostream(&["listen", &url, "--token", "wrong"]));
+    assert!(refused.contains("401"), "{refused}");
+    let out = stdout(&neurostream(&["listen", &url, "--token", "t0k"]));
+    let seqs: Vec<u64> = out
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["type"], "command", "{l}");
+            v["seq"].as_u64().unwrap()
+        })
+        .collect();
+    assert!(!seqs.is_empty(), "no command printed");
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    assert!(demo.wait().unwrap().success());
+    drain.join().unwrap();
+}
+
+#[test]
 fn simulate_writes_one_row_per_sample_with_markers() {
     let out = stdout(&neurostream(&[
         "simulate",

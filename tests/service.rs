@@ -24,10 +24,12 @@ type Socket =
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// A source that waits until the test opens its gate (so clients connect before the stream).
+/// A source that waits until the test opens its gate (so clients connect before the stream)
+/// and, at its end, while `hold_end` is set (so the test can look before the service stops).
 struct Gated {
     inner: Box<dyn Source>,
     gate: Arc<AtomicBool>,
+    hold_end: Arc<AtomicBool>,
 }
 
 impl Source for Gated {
@@ -39,13 +41,18 @@ impl Source for Gated {
         while !self.gate.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(5));
         }
-        self.inner.next_item()
+        let item = self.inner.next_item()?;
+        while item.is_none() && self.hold_end.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(item)
     }
 }
 
 struct Setup {
     service: Service,
     gate: Arc<AtomicBool>,
+    hold_end: Arc<AtomicBool>,
     url: String,
 }
 
@@ -80,9 +87,11 @@ async fn start(
     let built = Pipeline::build(&pipeline, source.stream_info(), Some(model)).unwrap();
     let controller = pipeline.control.build(built.class_names()).unwrap();
     let gate = Arc::new(AtomicBool::new(false));
+    let hold_end = Arc::new(AtomicBool::new(false));
     let source = Gated {
         inner: Box::new(source),
         gate: gate.clone(),
+        hold_end: hold_end.clone(),
     };
     let config = ServiceConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
@@ -92,7 +101,12 @@ async fn start(
         .await
         .unwrap();
     let url = format!("ws://{}/ws", service.local_addr());
-    Setup { service, gate, url }
+    Setup {
+        service,
+        gate,
+        hold_end,
+        url,
+    }
 }
 
 async fn connect(url: &str) -> Socket {
@@ -253,26 +267,37 @@ async fn a_client_that_never_reads_loses_messages_and_delays_nobody() {
     // Wait until the subscription is in effect (the reply follows hello).
     assert_eq!(next_json(&mut slow).await.unwrap()["type"], "hello");
     assert_eq!(next_json(&mut slow).await.unwrap()["type"], "subscribed");
+    setup.hold_end.store(true, Ordering::Relaxed);
     setup.gate.store(true, Ordering::Relaxed);
+    // Wait until the whole stream went through the pipeline (the source then holds its end).
+    let metrics = setup.service.metrics();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while metrics.samples_in.load(Ordering::Relaxed) < 96_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let commands = metrics.commands_out.load(Ordering::Relaxed);
+    assert!(commands > 0);
+    let dropped = metrics.drops(neurostream::service::metrics::DropReason::ClientQueue);
+    assert!(dropped > 0, "the slow client's queue never overflowed");
+    // The reading client got every command, in order.
     let mut seqs = Vec::new();
-    while let Some(message) = next_json(&mut good).await {
+    while seqs.len() < commands as usize {
+        let message = next_json(&mut good).await.expect("connection ended");
         match message["type"].as_str().unwrap() {
             "command" => seqs.push(message["seq"].as_u64().unwrap()),
-            "status" if message["event"] == "stream_ended" => break,
             "hello" => {}
             other => panic!("unexpected {other}: {message}"),
         }
     }
-    let metrics = setup.service.metrics();
-    let commands = metrics.commands_out.load(Ordering::Relaxed);
-    assert!(commands > 0);
     assert_eq!(
         seqs,
         (1..=commands).collect::<Vec<_>>(),
         "the reading client lost commands"
     );
-    let dropped = metrics.drops(neurostream::service::metrics::DropReason::ClientQueue);
-    assert!(dropped > 0, "the slow client's queue never overflowed");
     // The slow client is told about its losses once it reads again.
     let mut reported = false;
     while let Some(message) = next_json(&mut slow).await {
@@ -283,6 +308,8 @@ async fn a_client_that_never_reads_loses_messages_and_delays_nobody() {
         }
     }
     assert!(reported, "no messages_dropped status");
+    setup.hold_end.store(false, Ordering::Relaxed);
+    assert_eq!(next_of(&mut good, "status").await["event"], "stream_ended");
     drop(slow);
     setup.service.wait().await.unwrap();
 }
@@ -416,4 +443,48 @@ async fn feedback_trains_the_plastic_decoder() {
     setup.service.shutdown().trigger();
     let summary = setup.service.wait().await.unwrap();
     assert!(summary.feedback_applied >= 1);
+}
+
+#[test]
+fn every_example_in_the_protocol_document_parses() {
+    use neurostream::service::protocol::{ClientMessage, ServerMessage};
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/protocol.md"),
+    )
+    .unwrap();
+    let mut checked = std::collections::BTreeSet::new();
+    for block in doc.split("```json\n").skip(1) {
+        let block = block.split("```").next().unwrap();
+        let messages: Vec<Value> = match serde_json::from_str(block) {
+            Ok(one) => vec![one],
+            Err(_) => block
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+                .collect(),
+        };
+        for message in messages {
+            let kind = message["type"].as_str().unwrap().to_owned();
+            let ok = serde_json::from_value::<ServerMessage>(message.clone()).is_ok()
+                || serde_json::from_value::<ClientMessage>(message.clone()).is_ok();
+            assert!(ok, "documented example does not parse: {message}");
+            checked.insert(kind);
+        }
+    }
+    for kind in [
+        "hello",
+        "command",
+        "status",
+        "features",
+        "signal",
+        "learned",
+        "subscribed",
+        "pong",
+        "error",
+        "feedback",
+        "subscribe",
+        "unsubscribe",
+        "ping",
+    ] {
+        assert!(checked.contains(kind), "no documented example of {kind}");
+    }
 }

@@ -28,7 +28,7 @@ pub struct DemoArgs {
     #[arg(long, short)]
     pub pipeline: Option<PathBuf>,
     /// Seconds of simulated calibration data the decoder is trained on at startup.
-    #[arg(long, default_value_t = 90.0)]
+    #[arg(long, default_value_t = 120.0)]
     pub calibration_seconds: f64,
     #[command(flatten)]
     pub serve: super::ServeArgs,
