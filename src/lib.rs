@@ -4,9 +4,9 @@
 //!
 //! ```text
 //!  source ──► preprocess ──► window ──► features ──► decoder ──► control ──► sinks
-//!  (replay,    (channel       (ring      (band power,  (LDA, SVM,   (later)    (CSV/JSON
-//!   simulator,  selection,     buffer,    CSP, tangent  plastic MLP)            lines; WebSocket
-//!   LSL later)  CAR, band-     length,    space)                                later)
+//!  (replay,    (channel       (ring      (band power,  (LDA, SVM,   (threshold, (CSV/JSON
+//!   simulator,  selection,     buffer,    CSP, tangent  plastic MLP) dwell,      lines;
+//!   LSL later)  CAR, band-     length,    space)                     refractory) WebSocket)
 //!               pass, notch)   hop)
 //! ```
 //!
@@ -38,6 +38,9 @@
 //! - [`control`]: class probabilities → device commands (confidence threshold, dwell,
 //!   refractory time, a rest class that sends nothing).
 //! - [`output`]: sinks that write per-window features and probabilities as CSV or JSON lines.
+//! - [`service`]: the live service: source and DSP threads, per-client bounded queues, the
+//!   axum WebSocket server (protocol in docs/protocol.md), Prometheus metrics, and the
+//!   `listen` client.
 //!
 //! The per-sample hot path (preprocess → features → decoder) is plain synchronous Rust that
 //! does not allocate per chunk once warmed up (the tangent-space eigensolver is the one
@@ -55,6 +58,7 @@ pub mod model;
 pub mod output;
 pub mod pipeline;
 pub mod preprocess;
+pub mod service;
 pub mod source;
 pub mod stream;
 

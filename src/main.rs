@@ -23,8 +23,10 @@ enum Command {
     Replay(cli::replay::ReplayArgs),
     /// Generate simulated motor-imagery EEG with cue markers.
     Simulate(cli::simulate::SimulateArgs),
-    /// Run the embedded default pipeline on the simulator (no headset, no download).
+    /// Serve decoded commands of simulated EEG over WebSocket (no headset, no download).
     Demo(cli::demo::DemoArgs),
+    /// Connect to a running service and print its commands as JSON lines.
+    Listen(cli::listen::ListenArgs),
     /// Calibrate a decoder on labelled recordings and write a model file.
     Train(cli::train::TrainArgs),
     /// Cross-validated, held-out or online accuracy of pipelines, per subject.
@@ -46,6 +48,7 @@ fn main() -> std::process::ExitCode {
         Command::Replay(args) => cli::replay::run(args),
         Command::Simulate(args) => cli::simulate::run(args),
         Command::Demo(args) => cli::demo::run(args),
+        Command::Listen(args) => cli::listen::run(args),
         Command::Check(args) => cli::check::run(args),
         Command::Train(args) => cli::train::run(args),
         Command::Evaluate(args) => cli::evaluate::run(args),

@@ -40,7 +40,14 @@ fn temp(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn demo_runs_the_embedded_pipeline_on_the_simulator() {
-    let out = stdout(&neurostream(&["demo", "--seconds", "3", "--speed", "0"]));
+    let out = stdout(&neurostream(&[
+        "demo",
+        "--print",
+        "--seconds",
+        "3",
+        "--speed",
+        "0",
+    ]));
     let mut lines = out.lines();
     assert_eq!(
         lines.next().unwrap(),
@@ -56,6 +63,55 @@ fn demo_runs_the_embedded_pipeline_on_the_simulator() {
             assert!(v.parse::<f32>().unwrap().is_finite());
         }
     }
+}
+
+/// Start the service (`args` + a free port + a token), print its commands with `listen` until
+/// the stream ends; returns their sequence numbers.
+fn serve_and_listen(args: &[&str]) -> Vec<u64> {
+    use std::io::BufRead;
+    let mut service = Command::new(env!("CARGO_BIN_EXE_neurostream"))
+        .args(args)
+        .args(["--bind", "127.0.0.1:0", "--token", "t0k"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env_remove("NEUROSTREAM_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run neurostream");
+    let mut log = std::io::BufReader::new(service.stderr.take().unwrap()).lines();
+    let url = log
+        .by_ref()
+        .map(|l| l.unwrap())
+        .find_map(|l| {
+            let start = l.find("ws://")?;
+            Some(l[start..].split_whitespace().next()?.to_owned())
+        })
+        .expect("the service never said where it serves");
+    // Keep reading the log so the service never blocks on a full pipe.
+    let drain = std::thread::spawn(move || log.count());
+    let refused = failure(&neurostream(&["listen", &url, "--token", "wrong"]));
+    assert!(refused.contains("401"), "{refused}");
+    let out = stdout(&neurostream(&["listen", &url, "--token", "t0k"]));
+    let seqs: Vec<u64> = out
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["type"], "command", "{l}");
+            v["seq"].as_u64().unwrap()
+        })
+        .collect();
+    assert!(service.wait().unwrap().success());
+    drain.join().unwrap();
+    seqs
+}
+
+#[test]
+fn demo_serves_commands_that_listen_prints() {
+    let seqs = serve_and_listen(&["demo", "--seconds", "40", "--speed", "10"]);
+    assert!(!seqs.is_empty(), "no command printed");
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
 }
 
 #[test]
@@ -172,6 +228,20 @@ fn replay_prints_features_and_with_a_model_probabilities() {
         model,
     ]));
     assert!(err.contains("model does not fit"), "{err}");
+    // The same model served over WebSocket at 50× real time.
+    let seqs = serve_and_listen(&[
+        "replay",
+        r12,
+        "--serve",
+        "--speed",
+        "50",
+        "--pipeline",
+        "pipelines/mi_csp_lda.toml",
+        "--model",
+        model,
+    ]);
+    assert!(!seqs.is_empty(), "replay --serve sent no command");
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
 }
 
 #[test]

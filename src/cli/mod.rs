@@ -4,6 +4,7 @@ pub mod check;
 pub mod demo;
 pub mod evaluate;
 pub mod info;
+pub mod listen;
 pub mod replay;
 pub mod simulate;
 pub mod train;
@@ -20,4 +21,76 @@ pub fn progress_bar(total: u64, unit: &str) -> ProgressBar {
         .expect("static template"),
     );
     bar
+}
+
+/// Options of the WebSocket service (`demo`, `replay --serve`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on; the default accepts local connections only.
+    #[arg(long, default_value = neurostream::service::DEFAULT_BIND)]
+    pub bind: std::net::SocketAddr,
+    /// Require this bearer token (header `Authorization: Bearer T` or `?token=T`); default:
+    /// the NEUROSTREAM_TOKEN environment variable, if set.
+    #[arg(long, env = "NEUROSTREAM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Maximum simultaneous WebSocket clients.
+    #[arg(long, default_value_t = 64)]
+    pub max_clients: usize,
+    /// Browser origin allowed to connect (repeatable; "*" for any). Default: local pages only.
+    #[arg(long = "allow-origin")]
+    pub allowed_origins: Vec<String>,
+}
+
+impl ServeArgs {
+    pub fn config(&self) -> neurostream::service::ServiceConfig {
+        neurostream::service::ServiceConfig {
+            bind: self.bind,
+            token: self.token.clone(),
+            max_clients: self.max_clients,
+            allowed_origins: self.allowed_origins.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Run the service until Ctrl-C or the end of a finite source.
+pub fn serve(
+    args: &ServeArgs,
+    source: Box<dyn neurostream::source::Source>,
+    pipeline: neurostream::pipeline::Pipeline,
+    control: &neurostream::control::ControlConfig,
+) -> neurostream::Result<()> {
+    let controller = if pipeline.class_names().is_empty() {
+        None
+    } else {
+        Some(control.build(pipeline.class_names())?)
+    };
+    let config = args.config();
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| neurostream::Error::Other(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async move {
+        let service =
+            neurostream::service::Service::start(config, source, pipeline, controller).await?;
+        tracing::info!(
+            "serving ws://{}/ws (metrics: http://{}/metrics); Ctrl-C to stop",
+            service.local_addr(),
+            service.local_addr()
+        );
+        let shutdown = service.shutdown();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::info!("Ctrl-C: shutting down");
+                shutdown.trigger();
+            }
+        });
+        let summary = service.wait().await?;
+        tracing::info!(
+            samples = summary.samples,
+            windows = summary.windows,
+            commands = summary.commands,
+            feedback = summary.feedback_applied,
+            "service stopped"
+        );
+        Ok(())
+    })
 }

@@ -37,6 +37,12 @@ pub struct ReplayArgs {
     /// Name of the stream to replay (XDF files with several signal streams).
     #[arg(long)]
     pub stream: Option<String>,
+    /// Serve the pipeline's commands over WebSocket instead of printing features (default
+    /// pace then: real time).
+    #[arg(long)]
+    pub serve: bool,
+    #[command(flatten)]
+    pub service: super::ServeArgs,
 }
 
 pub fn run(args: ReplayArgs) -> Result<()> {
@@ -50,7 +56,11 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     };
     let replay_config = ReplayConfig {
         path: args.file.clone(),
-        speed: args.speed.unwrap_or(speed),
+        speed: args.speed.unwrap_or(if args.serve && speed <= 0.0 {
+            1.0
+        } else {
+            speed
+        }),
         chunk_samples: args.chunk_samples.unwrap_or(chunk_samples),
         stream: args.stream.clone(),
     };
@@ -70,6 +80,9 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     )?;
     drop(recording);
     let mut pipeline = Pipeline::build(&config, source.stream_info(), model)?;
+    if args.serve {
+        return super::serve(&args.service, Box::new(source), pipeline, &config.control);
+    }
     let format = args.format.unwrap_or(config.output.format);
     let out = args.out.as_deref().or(config.output.path.as_deref());
     let mut sink = FeatureWriter::open(out, format, pipeline.feature_names().to_vec())?

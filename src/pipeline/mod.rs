@@ -43,6 +43,9 @@ pub struct Pipeline {
     rate: f64,
     input_channels: usize,
     fingerprint: Fingerprint,
+    /// Whether `features` holds a window's features (false before the first window and after
+    /// a reset), for [`Pipeline::learn`].
+    has_window: bool,
 }
 
 impl Pipeline {
@@ -98,6 +101,7 @@ impl Pipeline {
             rate,
             input_channels: input.channel_count(),
             fingerprint,
+            has_window: false,
         })
     }
 
@@ -135,10 +139,12 @@ impl Pipeline {
             features,
             probabilities,
             rate,
+            has_window,
             ..
         } = self;
         windower.push(chunk, *rate, |window| {
             extractor.extract(window, features);
+            *has_window = true;
             let probabilities = decoder.as_mut().map(|decoder| {
                 decoder.predict_proba(features, probabilities);
                 &probabilities[..]
@@ -155,6 +161,30 @@ impl Pipeline {
     pub fn reset(&mut self) {
         self.preprocess.reset();
         self.windower.reset();
+        self.has_window = false;
+    }
+
+    /// One online supervised step on the most recent window's features with the true class
+    /// `label` (user feedback or a correction). Returns `true` if the decoder changed: `false`
+    /// without a decoder, before the first window, for an out-of-range label, or when the
+    /// decoder does not learn online (LDA, SVM) or declined the step.
+    pub fn learn(&mut self, label: usize) -> bool {
+        if !self.has_window || label >= self.classes.len() {
+            return false;
+        }
+        match &mut self.decoder {
+            Some(decoder) => decoder.update(&self.features, label),
+            None => false,
+        }
+    }
+
+    /// Version of the plastic decoder's weights (see [`crate::decoder::mlp::PlasticMlp::version`]);
+    /// `None` when the decoder is not plastic or absent.
+    pub fn decoder_version(&self) -> Option<u64> {
+        self.decoder
+            .as_ref()
+            .and_then(|d| d.as_mlp())
+            .map(|m| m.version())
     }
 }
 

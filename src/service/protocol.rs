@@ -1,0 +1,309 @@
+//! The WebSocket protocol, version [`PROTOCOL_VERSION`]: JSON text messages with a `"type"`
+//! tag. docs/protocol.md describes every message with an example; these types are the source
+//! of truth and a test checks the documented examples parse.
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change; sent in `hello`. Fields may be added within a version,
+/// so clients must ignore fields they do not know.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Server → client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Hello(Hello),
+    Command(Command),
+    Status(Status),
+    Features(Features),
+    Signal(Signal),
+    Learned(Learned),
+    Subscribed(Subscribed),
+    Pong(Pong),
+    Error(ErrorMessage),
+}
+
+/// First message on every connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: u32,
+    /// Random id of this service run (changes on restart).
+    pub session: String,
+    pub stream: StreamDescription,
+    /// Channel labels after preprocessing (the order of `signal` rows).
+    pub channels: Vec<String>,
+    /// Decoder classes (the order of `command.probabilities`); empty without a decoder.
+    pub classes: Vec<String>,
+    /// Feature names (the order of `features.values`).
+    pub features: Vec<String>,
+    pub decoder: Option<DecoderDescription>,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamDescription {
+    pub name: String,
+    #[serde(rename = "stream_type")]
+    pub kind: String,
+    pub rate: f64,
+    /// Channels the source delivers (before channel selection).
+    pub channel_count: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecoderDescription {
+    pub kind: String,
+    /// Plastic decoders only: increments on every applied learning step.
+    pub version: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub messages_per_second: u32,
+    pub queue: usize,
+}
+
+/// A decision of the controller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    /// 1, 2, 3... per service run, in decision order; a gap means this client lost messages.
+    pub seq: u64,
+    pub command: String,
+    pub class: String,
+    pub class_index: usize,
+    pub confidence: f64,
+    /// One per `hello.classes` entry.
+    pub probabilities: Vec<f64>,
+    /// Stream timestamp (seconds) of the newest sample used.
+    pub timestamp: f64,
+    /// Chunk arrival at the DSP thread → decision, milliseconds.
+    pub latency_ms: f64,
+}
+
+/// What happened to the stream or to this client's queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub event: StatusEvent,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `samples_dropped`: samples the source lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<u64>,
+    /// `messages_dropped`: messages this client lost since it connected / since the last report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_total: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusEvent {
+    StreamLost,
+    StreamRegained,
+    SamplesDropped,
+    StreamEnded,
+    MessagesDropped,
+}
+
+impl Status {
+    pub fn event(event: StatusEvent) -> Self {
+        Status {
+            event,
+            reason: None,
+            samples: None,
+            dropped_total: None,
+            dropped: None,
+        }
+    }
+}
+
+/// One window's features (topic `features`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Features {
+    pub timestamp: f64,
+    pub values: Vec<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probabilities: Option<Vec<f64>>,
+}
+
+/// One preprocessed chunk (topic `signal`): `values[channel][sample]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signal {
+    /// Timestamp of the first sample.
+    pub timestamp: f64,
+    pub rate: f64,
+    pub values: Vec<Vec<f32>>,
+}
+
+/// Reply to `feedback`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Learned {
+    pub class: String,
+    /// Whether the decoder changed (false for non-plastic decoders, before the first window,
+    /// or when the decoder declined the step).
+    pub applied: bool,
+    pub decoder_version: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subscribed {
+    pub topics: Vec<Topic>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pong {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorMessage {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, not an object, or no string `type`.
+    Malformed,
+    /// A `type` this protocol version does not know.
+    UnknownType,
+    /// A known type with missing or invalid fields.
+    BadRequest,
+    /// Over the per-client message rate; the message was ignored.
+    RateLimited,
+    /// The server could not take the request now (feedback queue full); retry later.
+    Busy,
+}
+
+/// Optional data streams a client can subscribe to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Topic {
+    Features,
+    Signal,
+}
+
+impl Topic {
+    pub fn bit(self) -> u8 {
+        match self {
+            Topic::Features => 1,
+            Topic::Signal => 2,
+        }
+    }
+}
+
+/// Client → server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// The true class of what the user is doing now (or a correction of command `seq`): one
+    /// learning step of a plastic decoder on the most recent window.
+    Feedback {
+        class: String,
+        #[serde(default)]
+        seq: Option<u64>,
+    },
+    Subscribe {
+        topics: Vec<Topic>,
+    },
+    Unsubscribe {
+        topics: Vec<Topic>,
+    },
+    Ping {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+    },
+}
+
+/// Known client message types, for telling `unknown_type` from `bad_request`.
+pub const CLIENT_TYPES: &[&str] = &["feedback", "subscribe", "unsubscribe", "ping"];
+
+/// Parse a client text message, or the error to send back.
+pub fn parse_client(text: &str) -> Result<ClientMessage, ErrorMessage> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ErrorMessage {
+        code: ErrorCode::Malformed,
+        message: format!("not valid JSON: {e}"),
+    })?;
+    let Some(kind) = value
+        .get("type")
+        .and_then(|t| t.as_str())
+        .map(str::to_owned)
+    else {
+        return Err(ErrorMessage {
+            code: ErrorCode::Malformed,
+            message: "expected a JSON object with a string \"type\"".into(),
+        });
+    };
+    if !CLIENT_TYPES.contains(&kind.as_str()) {
+        return Err(ErrorMessage {
+            code: ErrorCode::UnknownType,
+            message: format!(
+                "unknown message type {kind:?}; allowed: {}",
+                CLIENT_TYPES.join(", ")
+            ),
+        });
+    }
+    serde_json::from_value(value).map_err(|e| ErrorMessage {
+        code: ErrorCode::BadRequest,
+        message: format!("invalid {kind:?} message: {e}"),
+    })
+}
+
+impl ServerMessage {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("protocol messages always serialize")
+    }
+
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMessage::Error(ErrorMessage {
+            code,
+            message: message.into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_parse_or_name_the_problem() {
+        assert_eq!(
+            parse_client(r#"{"type":"ping","id":3}"#).unwrap(),
+            ClientMessage::Ping { id: Some(3.into()) }
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"subscribe","topics":["features","signal"]}"#).unwrap(),
+            ClientMessage::Subscribe {
+                topics: vec![Topic::Features, Topic::Signal]
+            }
+        );
+        assert_eq!(
+            parse_client("{oops").unwrap_err().code,
+            ErrorCode::Malformed
+        );
+        assert_eq!(parse_client("[1]").unwrap_err().code, ErrorCode::Malformed);
+        assert_eq!(
+            parse_client(r#"{"type":"dance"}"#).unwrap_err().code,
+            ErrorCode::UnknownType
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"feedback"}"#).unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+    }
+
+    #[test]
+    fn server_messages_carry_their_type() {
+        let json = ServerMessage::Status(Status::event(StatusEvent::StreamEnded)).to_json();
+        assert_eq!(json, r#"{"type":"status","event":"stream_ended"}"#);
+        let back: ServerMessage = serde_json::from_str(&json).unwrap();
+        assert!(matches!(back, ServerMessage::Status(_)));
+    }
+}

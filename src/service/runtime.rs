@@ -1,0 +1,483 @@
+//! Threads and queues of a running service.
+//!
+//! - The **source thread** calls the blocking [`Source::next_item`] and sends each item, with
+//!   its arrival time, into a bounded channel (it blocks when the DSP thread is behind: that
+//!   is back-pressure on a finite source, never on a client).
+//! - The **DSP thread** runs [`Pipeline::process`] and [`Controller::decide`], serialises each
+//!   message once and pushes it into every client's [`ClientQueue`] without waiting; between
+//!   chunks it applies client feedback from a second bounded channel.
+//! - The **client tasks** (see [`super::server`]) drain their own queue onto the socket.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rand::Rng;
+use tokio::sync::Notify;
+
+use super::metrics::{DropReason, Metrics};
+use super::protocol::{
+    self, DecoderDescription, Hello, Limits, ServerMessage, Status, StatusEvent, StreamDescription,
+    Topic,
+};
+use super::{ServiceConfig, Shutdown};
+use crate::control::Controller;
+use crate::error::{Error, Result};
+use crate::pipeline::Pipeline;
+use crate::source::{Source, SourceItem, StreamStatus};
+
+/// Items in flight from the source thread to the DSP thread.
+pub const SOURCE_CHANNEL: usize = 64;
+/// Feedback requests in flight to the DSP thread.
+pub const FEEDBACK_CHANNEL: usize = 64;
+
+/// One queued outgoing message: JSON text, and for commands the chunk arrival time (for the
+/// latency histogram when it is actually sent).
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub text: Arc<str>,
+    pub arrived: Option<Instant>,
+}
+
+/// A client's bounded queue: the producer never waits; when full, the oldest message goes.
+#[derive(Debug)]
+pub struct ClientQueue {
+    queue: Mutex<VecDeque<Outgoing>>,
+    capacity: usize,
+    pub notify: Notify,
+    dropped: AtomicU64,
+    topics: AtomicU8,
+}
+
+impl ClientQueue {
+    pub fn new(capacity: usize) -> Self {
+        ClientQueue {
+            queue: Mutex::new(VecDeque::with_capacity(capacity)),
+            capacity,
+            notify: Notify::new(),
+            dropped: AtomicU64::new(0),
+            topics: AtomicU8::new(0),
+        }
+    }
+
+    /// Queue `message`; returns `false` if an older message had to be dropped for it.
+    pub fn push(&self, message: Outgoing) -> bool {
+        let mut dropped = false;
+        {
+            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if queue.len() >= self.capacity {
+                queue.pop_front();
+                dropped = true;
+            }
+            queue.push_back(message);
+        }
+        if dropped {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        self.notify.notify_one();
+        !dropped
+    }
+
+    pub fn pop(&self) -> Option<Outgoing> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+    }
+
+    /// Messages dropped since the client connected.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    pub fn subscribe(&self, topic: Topic) {
+        self.topics.fetch_or(topic.bit(), Ordering::Relaxed);
+    }
+
+    pub fn unsubscribe(&self, topic: Topic) {
+        self.topics.fetch_and(!topic.bit(), Ordering::Relaxed);
+    }
+
+    pub fn subscribed(&self, topic: Topic) -> bool {
+        self.topics.load(Ordering::Relaxed) & topic.bit() != 0
+    }
+
+    pub fn topics(&self) -> Vec<Topic> {
+        [Topic::Features, Topic::Signal]
+            .into_iter()
+            .filter(|t| self.subscribed(*t))
+            .collect()
+    }
+}
+
+/// A client's request to learn from the most recent window.
+#[derive(Debug)]
+pub struct FeedbackRequest {
+    pub label: usize,
+    pub seq: Option<u64>,
+    pub reply: Arc<ClientQueue>,
+}
+
+/// What the DSP thread and the client tasks share.
+#[derive(Debug)]
+pub struct Hub {
+    pub config: ServiceConfig,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: Shutdown,
+    /// The `hello` every new client gets first (decoder version updated by the DSP thread).
+    hello: Mutex<Hello>,
+    clients: Mutex<Vec<Arc<ClientQueue>>>,
+    feedback: SyncSender<FeedbackRequest>,
+}
+
+impl Hub {
+    pub fn hello(&self) -> Hello {
+        self.hello.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn classes(&self) -> Vec<String> {
+        self.hello().classes
+    }
+
+    /// Register a client; its queue starts with `hello`.
+    pub fn connect(&self) -> Arc<ClientQueue> {
+        let client = Arc::new(ClientQueue::new(self.config.client_queue));
+        client.push(Outgoing {
+            text: ServerMessage::Hello(self.hello()).to_json().into(),
+            arrived: None,
+        });
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(client.clone());
+        client
+    }
+
+    pub fn disconnect(&self, client: &Arc<ClientQueue>) {
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|c| !Arc::ptr_eq(c, client));
+    }
+
+    /// Send to every client (subscribed to `topic`, when given) without waiting.
+    fn broadcast(&self, message: &ServerMessage, topic: Option<Topic>, arrived: Option<Instant>) {
+        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let mut text: Option<Arc<str>> = None;
+        for client in clients.iter() {
+            if topic.is_some_and(|t| !client.subscribed(t)) {
+                continue;
+            }
+            let text = text.get_or_insert_with(|| message.to_json().into()).clone();
+            if !client.push(Outgoing { text, arrived }) {
+                self.metrics.count_drop(DropReason::ClientQueue, 1);
+            }
+        }
+    }
+
+    fn any_subscribed(&self, topic: Topic) -> bool {
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|c| c.subscribed(topic))
+    }
+
+    /// Queue a feedback request for the DSP thread; `false` if its channel is full.
+    pub fn feedback(&self, request: FeedbackRequest) -> bool {
+        match self.feedback.try_send(request) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.metrics.count_drop(DropReason::FeedbackQueue, 1);
+                false
+            }
+        }
+    }
+}
+
+/// Counts of one service run's DSP thread.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DspSummary {
+    pub chunks: u64,
+    pub samples: u64,
+    pub windows: u64,
+    pub commands: u64,
+    pub feedback_applied: u64,
+}
+
+/// A running service: the source and DSP threads and the HTTP/WebSocket server.
+pub struct Service {
+    addr: SocketAddr,
+    hub: Arc<Hub>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    dsp: Option<std::thread::JoinHandle<Result<DspSummary>>>,
+}
+
+impl Service {
+    /// Bind `config.bind`, then start the source (on its own thread), the DSP thread and the
+    /// server. `controller` turns probabilities into commands (`None`: the pipeline has no
+    /// decoder, only features and signal are served). The service stops on
+    /// [`Service::shutdown`] or when a finite source ends.
+    pub async fn start(
+        config: ServiceConfig,
+        mut source: Box<dyn Source>,
+        pipeline: Pipeline,
+        controller: Option<Controller>,
+    ) -> Result<Service> {
+        config.validate()?;
+        let listener = tokio::net::TcpListener::bind(config.bind)
+            .await
+            .map_err(|e| Error::Other(format!("cannot listen on {}: {e}", config.bind)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Other(format!("cannot read the bound address: {e}")))?;
+        let info = source.stream_info().clone();
+        let hello = Hello {
+            protocol: protocol::PROTOCOL_VERSION,
+            session: format!("{:016x}", rand::thread_rng().gen::<u64>()),
+            stream: StreamDescription {
+                name: info.name.clone(),
+                kind: info.stream_type.clone(),
+                rate: info.nominal_rate,
+                channel_count: info.channel_count(),
+            },
+            channels: pipeline.output_info().labels().map(str::to_owned).collect(),
+            classes: pipeline.class_names().to_vec(),
+            features: pipeline.feature_names().to_vec(),
+            decoder: pipeline.decoder().map(|d| DecoderDescription {
+                kind: match d {
+                    crate::decoder::AnyDecoder::Lda(_) => "lda",
+                    crate::decoder::AnyDecoder::Svm(_) => "svm",
+                    crate::decoder::AnyDecoder::Mlp(_) => "mlp",
+                }
+                .into(),
+                version: pipeline.decoder_version(),
+            }),
+            limits: Limits {
+                max_message_bytes: config.max_message_bytes,
+                messages_per_second: config.client_messages_per_second,
+                queue: config.client_queue,
+            },
+        };
+        let (feedback_tx, feedback_rx) = mpsc::sync_channel(FEEDBACK_CHANNEL);
+        let hub = Arc::new(Hub {
+            config,
+            metrics: Arc::new(Metrics::default()),
+            shutdown: Shutdown::new(),
+            hello: Mutex::new(hello),
+            clients: Mutex::new(Vec::new()),
+            feedback: feedback_tx,
+        });
+
+        let (items_tx, items_rx) =
+            mpsc::sync_channel::<(Result<SourceItem>, Instant)>(SOURCE_CHANNEL);
+        let shutdown = hub.shutdown.clone();
+        std::thread::Builder::new()
+            .name("neurostream-source".into())
+            .spawn(move || loop {
+                if shutdown.is_triggered() {
+                    break;
+                }
+                let item = match source.next_item() {
+                    Ok(Some(item)) => Ok(item),
+                    Ok(None) => break,
+                    Err(e) => Err(e),
+                };
+                let failed = item.is_err();
+                if items_tx.send((item, Instant::now())).is_err() || failed {
+                    break;
+                }
+            })
+            .map_err(|e| Error::Other(format!("cannot start the source thread: {e}")))?;
+
+        let dsp_hub = hub.clone();
+        let dsp = std::thread::Builder::new()
+            .name("neurostream-dsp".into())
+            .spawn(move || {
+                let result = dsp_loop(&dsp_hub, pipeline, controller, items_rx, feedback_rx);
+                // A finite source has ended (or failed): tell the clients, then stop serving.
+                let mut status = Status::event(StatusEvent::StreamEnded);
+                if let Err(e) = &result {
+                    status.reason = Some(e.to_string());
+                }
+                dsp_hub.broadcast(&ServerMessage::Status(status), None, None);
+                dsp_hub.shutdown.trigger();
+                result
+            })
+            .map_err(|e| Error::Other(format!("cannot start the DSP thread: {e}")))?;
+
+        let server = tokio::spawn(super::server::serve(listener, hub.clone()));
+        Ok(Service {
+            addr,
+            hub,
+            server,
+            dsp: Some(dsp),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.hub.metrics.clone()
+    }
+
+    /// The service's shutdown signal: trigger it to stop (Ctrl-C).
+    pub fn shutdown(&self) -> Shutdown {
+        self.hub.shutdown.clone()
+    }
+
+    /// Wait until the service has stopped (shutdown triggered or the source ended) and the
+    /// clients have been sent their last messages and a close frame.
+    pub async fn wait(mut self) -> Result<DspSummary> {
+        self.hub.shutdown.wait().await;
+        let served = (&mut self.server).await;
+        let dsp = self.dsp.take().expect("joined once");
+        let summary = tokio::task::spawn_blocking(move || dsp.join())
+            .await
+            .map_err(|e| Error::Other(format!("DSP thread: {e}")))?
+            .map_err(|_| Error::Other("the DSP thread panicked".into()))??;
+        match served {
+            Ok(Ok(())) => Ok(summary),
+            Ok(Err(e)) => Err(Error::Other(format!("server: {e}"))),
+            Err(e) => Err(Error::Other(format!("server task: {e}"))),
+        }
+    }
+}
+
+fn dsp_loop(
+    hub: &Hub,
+    mut pipeline: Pipeline,
+    mut controller: Option<Controller>,
+    items: Receiver<(Result<SourceItem>, Instant)>,
+    feedback: Receiver<FeedbackRequest>,
+) -> Result<DspSummary> {
+    let metrics = &hub.metrics;
+    let mut summary = DspSummary::default();
+    let mut seq = 0u64;
+    let classes = pipeline.class_names().to_vec();
+    let rate = pipeline.output_info().nominal_rate;
+    while let Ok((item, arrived)) = items.recv() {
+        if hub.shutdown.is_triggered() {
+            break;
+        }
+        match item? {
+            SourceItem::Chunk(mut chunk) => {
+                summary.chunks += 1;
+                summary.samples += chunk.samples() as u64;
+                Metrics::add(&metrics.chunks_in, 1);
+                Metrics::add(&metrics.samples_in, chunk.samples() as u64);
+                let want_features = hub.any_subscribed(Topic::Features);
+                pipeline.process(&mut chunk, |window| {
+                    summary.windows += 1;
+                    Metrics::add(&metrics.windows_processed, 1);
+                    if want_features {
+                        hub.broadcast(
+                            &ServerMessage::Features(protocol::Features {
+                                timestamp: window.end_timestamp,
+                                values: window.values.to_vec(),
+                                probabilities: window.probabilities.map(<[f64]>::to_vec),
+                            }),
+                            Some(Topic::Features),
+                            None,
+                        );
+                    }
+                    let (Some(controller), Some(probabilities)) =
+                        (controller.as_mut(), window.probabilities)
+                    else {
+                        return;
+                    };
+                    if let Some(decision) = controller.decide(window.end_timestamp, probabilities) {
+                        seq += 1;
+                        summary.commands += 1;
+                        Metrics::add(&metrics.commands_out, 1);
+                        let message = ServerMessage::Command(protocol::Command {
+                            seq,
+                            command: decision.command.to_owned(),
+                            class: decision.class.to_owned(),
+                            class_index: decision.class_index,
+                            confidence: decision.confidence,
+                            probabilities: probabilities.to_vec(),
+                            timestamp: window.end_timestamp,
+                            latency_ms: arrived.elapsed().as_secs_f64() * 1e3,
+                        });
+                        hub.broadcast(&message, None, Some(arrived));
+                    }
+                });
+                if !chunk.is_empty() && hub.any_subscribed(Topic::Signal) {
+                    let values = (0..chunk.channels())
+                        .map(|c| chunk.channel(c).to_vec())
+                        .collect();
+                    hub.broadcast(
+                        &ServerMessage::Signal(protocol::Signal {
+                            timestamp: chunk.timestamps()[0],
+                            rate,
+                            values,
+                        }),
+                        Some(Topic::Signal),
+                        None,
+                    );
+                }
+            }
+            SourceItem::Events(_) => {}
+            SourceItem::Status(status) => {
+                let message = match status {
+                    StreamStatus::Lost { reason } => {
+                        pipeline.reset();
+                        if let Some(c) = controller.as_mut() {
+                            c.reset();
+                        }
+                        Status {
+                            reason: Some(reason),
+                            ..Status::event(StatusEvent::StreamLost)
+                        }
+                    }
+                    StreamStatus::Regained => Status::event(StatusEvent::StreamRegained),
+                    StreamStatus::Dropped { samples, reason } => {
+                        metrics.count_drop(DropReason::SourceSamples, samples);
+                        Status {
+                            reason: Some(reason),
+                            samples: Some(samples),
+                            ..Status::event(StatusEvent::SamplesDropped)
+                        }
+                    }
+                };
+                hub.broadcast(&ServerMessage::Status(message), None, None);
+            }
+        }
+        while let Ok(request) = feedback.try_recv() {
+            let applied = pipeline.learn(request.label);
+            if applied {
+                summary.feedback_applied += 1;
+                Metrics::add(&metrics.feedback_applied, 1);
+            }
+            let version = pipeline.decoder_version();
+            if let Some(decoder) = hub
+                .hello
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .decoder
+                .as_mut()
+            {
+                decoder.version = version;
+            }
+            request.reply.push(Outgoing {
+                text: ServerMessage::Learned(protocol::Learned {
+                    class: classes[request.label].clone(),
+                    applied,
+                    decoder_version: version,
+                    seq: request.seq,
+                })
+                .to_json()
+                .into(),
+                arrived: None,
+            });
+        }
+    }
+    Ok(summary)
+}
