@@ -378,3 +378,46 @@ fn three_classes_left_right_rest_end_to_end() {
     assert!(cv.auc.is_none(), "AUC is reported for two classes only");
     assert!(cv.accuracy > 0.6, "3-class accuracy {}", cv.accuracy);
 }
+
+#[test]
+fn the_live_pipeline_lets_the_plastic_net_follow_feature_drift() {
+    let config = pipeline("mi_bandpower_mlp.toml");
+    let sim = SimulatorConfig {
+        speed: 0.0,
+        ..Default::default()
+    };
+    let recording = simulator::record(&sim, 120.0).unwrap();
+    let model = evaluate::train(
+        &config,
+        &epochs::cut(&recording, &config).unwrap(),
+        vec!["sim".into()],
+    )
+    .unwrap();
+    // A later session whose amplitude drifted: every sample ×3 (log power + ln 9).
+    let mut drifted = simulator::record(&SimulatorConfig { seed: 9, ..sim }, 60.0).unwrap();
+    if let StreamData::Signal { values, .. } = &mut drifted.streams[0].data {
+        values.iter_mut().for_each(|v| *v *= 3.0);
+    }
+    let mut source = Replay::new(&drifted, None, 16, Pace::AsFastAsPossible).unwrap();
+    let mut live = Pipeline::build(&config, source.stream_info(), Some(model)).unwrap();
+    let mean = |p: &Pipeline| {
+        p.decoder()
+            .unwrap()
+            .as_mlp()
+            .unwrap()
+            .running_mean()
+            .to_vec()
+    };
+    let before = mean(&live);
+    while let Some(item) = source.next_item().unwrap() {
+        if let SourceItem::Chunk(mut chunk) = item {
+            live.process(&mut chunk, |_| {});
+        }
+    }
+    let after = mean(&live);
+    // The running mean of each log-power feature moved towards the drifted level (+ln 9 ≈ 2.2):
+    // with forgetting 0.999 per window and ~570 windows, by about (1 − 0.999^570)·2.2 ≈ 0.95.
+    let shift: f64 =
+        before.iter().zip(&after).map(|(b, a)| a - b).sum::<f64>() / before.len() as f64;
+    assert!((0.6..1.5).contains(&shift), "normaliser moved by {shift}");
+}

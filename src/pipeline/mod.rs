@@ -146,6 +146,9 @@ impl Pipeline {
             extractor.extract(window, features);
             *has_window = true;
             let probabilities = decoder.as_mut().map(|decoder| {
+                // Unsupervised plasticity: a decoder that follows feature drift (the plastic
+                // net's running normaliser) sees every window; for the others it is a no-op.
+                decoder.observe(features);
                 decoder.predict_proba(features, probabilities);
                 &probabilities[..]
             });
