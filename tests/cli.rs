@@ -170,11 +170,7 @@ fn info_describes_a_real_recording() {
 
 #[test]
 fn replay_prints_features_and_with_a_model_probabilities() {
-    let (Some(r04), Some(r08), Some(r12)) = (
-        common::eegmmidb_file("S007", 4),
-        common::eegmmidb_file("S007", 8),
-        common::eegmmidb_file("S007", 12),
-    ) else {
+    let Some([r04, r08, r12]) = common::imagery_runs("S007") else {
         return;
     };
     let (r04, r08, r12) = (
@@ -246,11 +242,7 @@ fn replay_prints_features_and_with_a_model_probabilities() {
 
 #[test]
 fn evaluate_reports_cross_validated_and_held_out_scores() {
-    let (Some(r04), Some(r08), Some(r12)) = (
-        common::eegmmidb_file("S007", 4),
-        common::eegmmidb_file("S007", 8),
-        common::eegmmidb_file("S007", 12),
-    ) else {
+    let Some([r04, r08, r12]) = common::imagery_runs("S007") else {
         return;
     };
     let files = [

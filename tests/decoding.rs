@@ -212,11 +212,7 @@ fn replay_probabilities(
 
 #[test]
 fn saved_and_loaded_models_predict_identically() {
-    let (Some(r04), Some(r08), Some(r12)) = (
-        common::eegmmidb_file("S001", 4),
-        common::eegmmidb_file("S001", 8),
-        common::eegmmidb_file("S001", 12),
-    ) else {
+    let Some([r04, r08, r12]) = common::imagery_runs("S001") else {
         return;
     };
     let train = [io::open(r04).unwrap(), io::open(r08).unwrap()];

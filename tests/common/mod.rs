@@ -37,3 +37,12 @@ pub fn eegmmidb_file(subject: &str, run: u32) -> Option<PathBuf> {
 pub fn xdf_file(name: &str) -> Option<PathBuf> {
     data_dir().map(|d| d.join("xdf").join(name))
 }
+
+/// The left/right imagery runs R04, R08 and R12 of a subject, or `None` without the data.
+pub fn imagery_runs(subject: &str) -> Option<[PathBuf; 3]> {
+    Some([
+        eegmmidb_file(subject, 4)?,
+        eegmmidb_file(subject, 8)?,
+        eegmmidb_file(subject, 12)?,
+    ])
+}
