@@ -6,6 +6,7 @@ pub mod evaluate;
 pub mod info;
 pub mod listen;
 pub mod replay;
+pub mod run;
 pub mod simulate;
 pub mod train;
 
