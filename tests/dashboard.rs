@@ -1,0 +1,465 @@
+//! The dashboard in a real browser. `neurostream replay S001R04.edf --serve` decodes a real EEG
+//! run with a model trained on two other runs of the same subject; headless Chromium opens the
+//! page the service serves at `/` and the test reads what a person would see: traces drawing,
+//! the band-power heatmap filled, class probabilities moving, commands in the log, and a refusal
+//! without the right token. A screenshot is saved under `target/` and its path printed.
+//!
+//! Chromium is driven over its DevTools protocol, which is JSON over a WebSocket: the
+//! tokio-tungstenite client the crate already has is the whole driver, so no WebDriver crate or
+//! chromedriver is needed. Without Chromium (or the EEG data) the test says SKIPPED, unless
+//! `NEUROSTREAM_REQUIRE_BROWSER=1` (CI) makes a missing browser a failure.
+//!
+//! Timeouts only keep a broken run from hanging; nothing asserts speed.
+
+mod common;
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Longest wait for anything the page should show; generous for a loaded 2-core CI machine.
+const PATIENCE: Duration = Duration::from_secs(90);
+/// How often the page is asked again while waiting.
+const POLL: Duration = Duration::from_millis(250);
+const TOKEN: &str = "dash-t0k";
+/// Replay pace: 125 s of S001R04 in about 31 s, long enough for the browser to start and for
+/// several trials (and commands) to pass while the page watches.
+const SPEED: &str = "4";
+
+/// Where artefacts go: under `target/`, kept after the run for CI to collect.
+fn artefacts() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Chromium's path, or `None` (after saying SKIPPED) when it is not installed and not required.
+fn chromium() -> Option<PathBuf> {
+    let candidates = std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(["/usr/bin/chromium", "/usr/bin/chromium-browser"].map(PathBuf::from));
+    for candidate in candidates {
+        if candidate.is_file() {
+            return Some(candidate);
+        }
+    }
+    let msg = "Chromium not found (install Debian's `chromium`, or set CHROMIUM to its path)";
+    if std::env::var("NEUROSTREAM_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+/// A headless Chromium with a fresh profile; killed and its profile removed on drop.
+struct Browser {
+    child: Child,
+    profile: PathBuf,
+    devtools: String,
+}
+
+impl Browser {
+    fn launch(binary: &Path) -> Browser {
+        let profile = std::env::temp_dir().join(format!("neurostream-chromium-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&profile);
+        std::fs::create_dir_all(&profile).unwrap();
+        let log = std::fs::File::create(artefacts().join("chromium.log")).unwrap();
+        let child = Command::new(binary)
+            .args([
+                "--headless",
+                // Root in a container: Chromium's sandbox cannot start there.
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                // No network beyond loopback here: stop Chromium from trying (and stalling).
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                // Keep timers and animation frames running at full rate in a headless tab.
+                "--disable-background-timer-throttling",
+                "--disable-renderer-backgrounding",
+                "--hide-scrollbars",
+                "--window-size=1400,1000",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        let mut browser = Browser {
+            child,
+            profile,
+            devtools: String::new(),
+        };
+        // Chromium writes the port it picked and the browser endpoint's path into the profile.
+        let port_file = browser.profile.join("DevToolsActivePort");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&port_file) {
+                let mut lines = text.lines();
+                if let (Some(port), Some(path)) = (lines.next(), lines.next()) {
+                    browser.devtools = format!("ws://127.0.0.1:{port}{path}");
+                    return browser;
+                }
+            }
+            if let Some(status) = browser.child.try_wait().unwrap() {
+                panic!("Chromium exited ({status}); see {}", artefacts().join("chromium.log").display());
+            }
+            assert!(Instant::now() < deadline, "Chromium never opened its DevTools port");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// `neurostream ARGS --bind 127.0.0.1:0 --token TOKEN`, killed on drop.
+struct Served {
+    child: Child,
+    base: String,
+}
+
+impl Served {
+    fn start(args: &[&str]) -> Served {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_neurostream"))
+            .args(args)
+            .args(["--bind", "127.0.0.1:0", "--token", TOKEN])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .env_remove("NEUROSTREAM_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run neurostream");
+        let mut log = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let address = log
+            .by_ref()
+            .map(|l| l.unwrap())
+            .find_map(|l| {
+                let start = l.find("ws://")? + "ws://".len();
+                Some(l[start..].split('/').next()?.to_owned())
+            })
+            .expect("the service never said where it serves");
+        // Keep reading the log so the service never blocks on a full pipe.
+        std::thread::spawn(move || log.count());
+        Served {
+            child,
+            base: format!("http://{address}"),
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One page of the browser, driven over the DevTools protocol (flat sessions: every command
+/// carries the page's `sessionId` on the browser's one socket).
+struct Page {
+    socket: Socket,
+    session: String,
+    next_id: u64,
+}
+
+impl Page {
+    async fn open(browser: &Browser) -> Page {
+        let (socket, _) = tokio_tungstenite::connect_async(&browser.devtools)
+            .await
+            .expect("connect to Chromium's DevTools endpoint");
+        let mut page = Page {
+            socket,
+            session: String::new(),
+            next_id: 0,
+        };
+        let target = page
+            .call("Target.createTarget", json!({"url": "about:blank"}))
+            .await;
+        let attached = page
+            .call(
+                "Target.attachToTarget",
+                json!({"targetId": target["targetId"], "flatten": true}),
+            )
+            .await;
+        page.session = attached["sessionId"].as_str().unwrap().to_owned();
+        page.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": 1400, "height": 1000, "deviceScaleFactor": 1, "mobile": false}),
+        )
+        .await;
+        page
+    }
+
+    /// Send one command and wait for its answer, skipping the events in between.
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut request = json!({"id": id, "method": method, "params": params});
+        if !self.session.is_empty() {
+            request["sessionId"] = json!(self.session);
+        }
+        self.socket
+            .send(Message::Text(request.to_string().into()))
+            .await
+            .unwrap();
+        loop {
+            let message = tokio::time::timeout(PATIENCE, self.socket.next())
+                .await
+                .unwrap_or_else(|_| panic!("no answer from Chromium to {method}"))
+                .expect("Chromium closed its DevTools socket")
+                .unwrap();
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let answer: Value = serde_json::from_str(&text).unwrap();
+            if answer["id"] == id {
+                assert!(answer["error"].is_null(), "{method}: {}", answer["error"]);
+                return answer["result"].clone();
+            }
+        }
+    }
+
+    /// Evaluate a JavaScript expression in the page; its value as JSON.
+    async fn eval(&mut self, expression: &str) -> Value {
+        let result = self
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
+            )
+            .await;
+        assert!(
+            result["exceptionDetails"].is_null(),
+            "{expression}: {}",
+            result["exceptionDetails"]
+        );
+        result["result"]["value"].clone()
+    }
+
+    async fn navigate(&mut self, url: &str) {
+        self.call("Page.navigate", json!({"url": url})).await;
+    }
+
+    /// Poll `expression` until it is truthy; its value. Fails with `what` and the dashboard's
+    /// state after [`PATIENCE`].
+    async fn wait_for(&mut self, what: &str, expression: &str) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let value = self.eval(expression).await;
+            if !(value.is_null() || value == false || value == 0) {
+                return value;
+            }
+            if Instant::now() > deadline {
+                let seen = self.eval(DASHBOARD_STATE).await;
+                panic!("the page never showed {what}; dashboard state: {seen}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn screenshot(&mut self, path: &Path) {
+        let shot = self
+            .call("Page.captureScreenshot", json!({"format": "png"}))
+            .await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap())
+            .unwrap();
+        std::fs::write(path, png).unwrap();
+    }
+}
+
+/// What the page knows, for failure messages (the large buffers left out).
+const DASHBOARD_STATE: &str = "window.dashboard ? JSON.stringify({connection: dashboard.connection, \
+     authError: dashboard.authError, stream: dashboard.stream, counters: dashboard.counters, \
+     probabilities: dashboard.probabilities.length}) : 'no dashboard object'";
+
+/// A canvas as the person sees it: a hash of its pixels and how many are in a given hue.
+/// `colour` is a JS predicate on (r, g, b, a).
+fn canvas_pixels(id: &str, colour: &str) -> String {
+    format!(
+        "(() => {{ const c = document.getElementById('{id}'); \
+         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; \
+         const match = {colour}; let count = 0, hash = 2166136261; \
+         for (let i = 0; i < d.length; i += 4) {{ \
+           if (match(d[i], d[i + 1], d[i + 2], d[i + 3])) count++; \
+           hash = Math.imul(hash ^ d[i] ^ (d[i + 1] << 8) ^ (d[i + 2] << 16), 16777619) >>> 0; }} \
+         return {{count, hash}}; }})()"
+    )
+}
+
+/// Trace pixels: the traces are drawn in green (#7ee787); labels and grid lines are grey.
+const TRACE_GREEN: &str = "(r, g, b, a) => a > 0 && g - r > 40 && g - b > 40";
+/// Heatmap cells: any opaque coloured pixel (the background is transparent).
+const ANY_PAINT: &str = "(r, g, b, a) => a > 200 && (r + g + b) > 60";
+
+fn neurostream(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_neurostream"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run neurostream");
+    assert!(
+        output.status.success(),
+        "neurostream {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn dashboard_shows_a_replay_decoded_live() {
+    let Some([r04, r08, r12]) = common::imagery_runs("S001") else {
+        return;
+    };
+    let Some(binary) = chromium() else {
+        return;
+    };
+    // Start the browser first: it takes the longest to come up on a busy machine.
+    let browser = Browser::launch(&binary);
+    let model = artefacts().join("s001_bandpower_svm.json");
+    let pipeline = "pipelines/mi_bandpower_svm.toml";
+    neurostream(&[
+        "train",
+        "--pipeline",
+        pipeline,
+        "--recording",
+        r08.to_str().unwrap(),
+        r12.to_str().unwrap(),
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    let served = Served::start(&[
+        "replay",
+        r04.to_str().unwrap(),
+        "--serve",
+        "--speed",
+        SPEED,
+        "--pipeline",
+        pipeline,
+        "--model",
+        model.to_str().unwrap(),
+    ]);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut page = Page::open(&browser).await;
+
+        // The wrong token: the page says so, and no data reaches it.
+        page.navigate(&format!("{}/?token=wrong", served.base)).await;
+        let refusal = page
+            .wait_for("a refusal of the wrong token", "window.dashboard && dashboard.authError")
+            .await;
+        assert!(refusal.as_str().unwrap().contains("Not authorized"), "{refusal}");
+        let banner = page
+            .eval("(b => b.hidden ? null : b.textContent)(document.getElementById('banner'))")
+            .await;
+        assert_eq!(banner, refusal);
+        let leaked = page
+            .eval("dashboard.hello === null && dashboard.counters.signal + dashboard.counters.windows + dashboard.counters.commands")
+            .await;
+        assert_eq!(leaked, 0, "data reached a page with the wrong token");
+
+        // The right token.
+        page.navigate(&format!("{}/?token={TOKEN}", served.base)).await;
+        let channels = page
+            .wait_for("the hello", "window.dashboard && dashboard.hello && dashboard.hello.channels.length")
+            .await;
+        assert_eq!(channels, 64);
+
+        // Traces drawing: green pixels on the canvas, and different pixels a moment later.
+        page.wait_for("signal", "dashboard.counters.signal >= 20 && dashboard.counters.framesDrawn >= 2")
+            .await;
+        let first = page.eval(&canvas_pixels("traces", TRACE_GREEN)).await;
+        let signal = page.eval("dashboard.counters.signal").await.as_u64().unwrap();
+        page.wait_for(
+            "more signal",
+            &format!("dashboard.counters.signal >= {} && dashboard.counters.framesDrawn", signal + 20),
+        )
+        .await;
+        // One more poll so a frame has been drawn with the new data.
+        tokio::time::sleep(POLL).await;
+        let second = page.eval(&canvas_pixels("traces", TRACE_GREEN)).await;
+        // 8 traces across ~900 px: thousands of trace pixels when they are drawn at all.
+        assert!(first["count"].as_u64().unwrap() > 2000, "traces not drawn: {first}");
+        assert!(second["count"].as_u64().unwrap() > 2000, "traces not drawn: {second}");
+        assert_ne!(first["hash"], second["hash"], "the traces did not move");
+
+        // The heatmap: 2 bands × 64 channels, painted.
+        page.wait_for("features", "dashboard.counters.windows >= 2").await;
+        let rows = page.eval("dashboard.features.rows").await;
+        assert_eq!(rows, json!(["mu", "beta"]));
+        tokio::time::sleep(POLL).await;
+        let heat = page.eval(&canvas_pixels("bands", ANY_PAINT)).await;
+        assert!(heat["count"].as_u64().unwrap() > 10_000, "heatmap empty: {heat}");
+
+        // Probabilities changing, as the legend a person reads shows them.
+        let legend = page
+            .wait_for(
+                "probabilities",
+                "(t => /\\d/.test(t) && t)(document.getElementById('prob-legend').textContent)",
+            )
+            .await;
+        page.wait_for(
+            "the probabilities changing",
+            &format!(
+                "document.getElementById('prob-legend').textContent !== {}",
+                legend
+            ),
+        )
+        .await;
+
+        // Commands in the log.
+        let first_command = page
+            .wait_for("a command", "(li => li && li.textContent)(document.querySelector('#commands li'))")
+            .await;
+        assert!(
+            first_command.as_str().unwrap().contains("ms"),
+            "{first_command}"
+        );
+        page.wait_for("a second command", "document.querySelectorAll('#commands li').length >= 2")
+            .await;
+        // Read in one evaluation, so no command can arrive between the two counts.
+        let counts = page
+            .eval("[document.querySelectorAll('#commands li').length, dashboard.counters.commands]")
+            .await;
+        assert_eq!(counts[0], counts[1], "every command received is in the log");
+
+        let status = page.eval("document.getElementById('counters').textContent").await;
+        assert!(status.as_str().unwrap().contains("latency (last)"), "{status}");
+        let screenshot = artefacts().join("replay-S001R04.png");
+        page.screenshot(&screenshot).await;
+        println!("dashboard screenshot: {}", screenshot.display());
+        eprintln!("dashboard screenshot: {}", screenshot.display());
+        let seen = page.eval(DASHBOARD_STATE).await;
+        println!("dashboard state at the screenshot: {seen}");
+    });
+    drop(served);
+    drop(browser);
+}
