@@ -63,14 +63,17 @@ struct Browser {
     child: Child,
     profile: PathBuf,
     devtools: String,
+    log: PathBuf,
 }
 
 impl Browser {
     fn launch(binary: &Path) -> Browser {
-        let profile = std::env::temp_dir().join(format!("neurostream-chromium-{}", std::process::id()));
+        let profile =
+            std::env::temp_dir().join(format!("neurostream-chromium-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&profile);
         std::fs::create_dir_all(&profile).unwrap();
-        let log = std::fs::File::create(artefacts().join("chromium.log")).unwrap();
+        let log_path = artefacts().join(format!("chromium-{name}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(binary)
             .args([
                 "--headless",
@@ -102,6 +105,7 @@ impl Browser {
             child,
             profile,
             devtools: String::new(),
+            log: log_path,
         };
         // Chromium writes the port it picked and the browser endpoint's path into the profile.
         let port_file = browser.profile.join("DevToolsActivePort");
@@ -115,9 +119,12 @@ impl Browser {
                 }
             }
             if let Some(status) = browser.child.try_wait().unwrap() {
-                panic!("Chromium exited ({status}); see {}", artefacts().join("chromium.log").display());
+                panic!("Chromium exited ({status}); see {}", browser.log.display());
             }
-            assert!(Instant::now() < deadline, "Chromium never opened its DevTools port");
+            assert!(
+                Instant::now() < deadline,
+                "Chromium never opened its DevTools port"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -292,7 +299,8 @@ impl Page {
 }
 
 /// What the page knows, for failure messages (the large buffers left out).
-const DASHBOARD_STATE: &str = "window.dashboard ? JSON.stringify({connection: dashboard.connection, \
+const DASHBOARD_STATE: &str =
+    "window.dashboard ? JSON.stringify({connection: dashboard.connection, \
      authError: dashboard.authError, stream: dashboard.stream, counters: dashboard.counters, \
      probabilities: dashboard.probabilities.length}) : 'no dashboard object'";
 
@@ -330,6 +338,141 @@ fn neurostream(args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// The page with a wrong token: it says so, and no data reaches it.
+async fn refused(page: &mut Page, served: &Served) {
+    page.navigate(&format!("{}/?token=wrong", served.base))
+        .await;
+    let refusal = page
+        .wait_for(
+            "a refusal of the wrong token",
+            "window.dashboard && dashboard.authError",
+        )
+        .await;
+    assert!(
+        refusal.as_str().unwrap().contains("Not authorized"),
+        "{refusal}"
+    );
+    let banner = page
+        .eval("(b => b.hidden ? null : b.textContent)(document.getElementById('banner'))")
+        .await;
+    assert_eq!(banner, refusal);
+    let received = page
+        .eval(
+            "dashboard.hello === null && dashboard.counters.signal \
+             + dashboard.counters.windows + dashboard.counters.commands",
+        )
+        .await;
+    assert_eq!(received, 0, "data reached a page with the wrong token");
+}
+
+/// Open the page with the right token; the number of channels its hello announced.
+async fn connected(page: &mut Page, served: &Served) -> u64 {
+    page.navigate(&format!("{}/?token={TOKEN}", served.base))
+        .await;
+    page.wait_for(
+        "the hello",
+        "window.dashboard && dashboard.hello && dashboard.hello.channels.length",
+    )
+    .await
+    .as_u64()
+    .unwrap()
+}
+
+/// Wait until the page has drawn a frame after `messages` more signal chunks arrived.
+async fn next_signal_frame(page: &mut Page, messages: u64) {
+    let signal = page
+        .eval("dashboard.counters.signal")
+        .await
+        .as_u64()
+        .unwrap();
+    page.wait_for(
+        "more signal",
+        &format!("dashboard.counters.signal >= {}", signal + messages),
+    )
+    .await;
+    let frames = page.eval("dashboard.counters.framesDrawn").await;
+    page.wait_for(
+        "a frame drawn with it",
+        &format!("dashboard.counters.framesDrawn > {frames}"),
+    )
+    .await;
+}
+
+/// Traces drawing: green pixels on the canvas for each of `traces` rows, and different
+/// pixels once more signal has arrived.
+async fn traces_move(page: &mut Page, traces: u64) {
+    next_signal_frame(page, 10).await;
+    let first = page.eval(&canvas_pixels("traces", TRACE_GREEN)).await;
+    next_signal_frame(page, 10).await;
+    let second = page.eval(&canvas_pixels("traces", TRACE_GREEN)).await;
+    // A trace crosses ~900 px of canvas: at least that many pixels each once it is drawn
+    // across, fewer only in the first seconds; 300 per trace cannot be met by labels alone.
+    for seen in [&first, &second] {
+        assert!(
+            seen["count"].as_u64().unwrap() > 300 * traces,
+            "traces not drawn: {seen}"
+        );
+    }
+    assert_ne!(first["hash"], second["hash"], "the traces did not move");
+}
+
+/// Probabilities changing, as the legend a person reads shows them.
+async fn probabilities_change(page: &mut Page) {
+    let legend = page
+        .wait_for(
+            "probabilities",
+            "(t => /\\d/.test(t) && t)(document.getElementById('prob-legend').textContent)",
+        )
+        .await;
+    page.wait_for(
+        "the probabilities changing",
+        &format!("document.getElementById('prob-legend').textContent !== {legend}"),
+    )
+    .await;
+}
+
+/// At least `count` commands in the log, each with its latency, and every command received
+/// is there.
+async fn commands_logged(page: &mut Page, count: usize) {
+    page.wait_for(
+        "commands in the log",
+        &format!("document.querySelectorAll('#commands li').length >= {count}"),
+    )
+    .await;
+    // Read in one evaluation, so no command can arrive between the counts.
+    let seen = page
+        .eval(
+            "[document.querySelectorAll('#commands li').length, dashboard.counters.commands, \
+             document.querySelector('#commands li').textContent]",
+        )
+        .await;
+    assert_eq!(seen[0], seen[1], "every command received is in the log");
+    assert!(seen[2].as_str().unwrap().ends_with(" ms"), "{seen}");
+    let status = page
+        .eval("document.getElementById('counters').textContent")
+        .await;
+    assert!(
+        status.as_str().unwrap().contains("latency (last)"),
+        "{status}"
+    );
+}
+
+async fn screenshot(page: &mut Page, name: &str) {
+    let path = artefacts().join(name);
+    page.screenshot(&path).await;
+    let seen = page.eval(DASHBOARD_STATE).await;
+    // Printed for CI's log (the artefact to collect) and for whoever looks at the picture.
+    println!("dashboard screenshot: {} ({seen})", path.display());
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
 #[test]
 fn dashboard_shows_a_replay_decoded_live() {
     let Some([r04, r08, r12]) = common::imagery_runs("S001") else {
@@ -339,7 +482,7 @@ fn dashboard_shows_a_replay_decoded_live() {
         return;
     };
     // Start the browser first: it takes the longest to come up on a busy machine.
-    let browser = Browser::launch(&binary);
+    let browser = Browser::launch(&binary, "replay");
     let model = artefacts().join("s001_bandpower_svm.json");
     let pipeline = "pipelines/mi_bandpower_svm.toml";
     neurostream(&[
@@ -363,103 +506,52 @@ fn dashboard_shows_a_replay_decoded_live() {
         "--model",
         model.to_str().unwrap(),
     ]);
-
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let mut page = Page::open(&browser).await;
-
-        // The wrong token: the page says so, and no data reaches it.
-        page.navigate(&format!("{}/?token=wrong", served.base)).await;
-        let refusal = page
-            .wait_for("a refusal of the wrong token", "window.dashboard && dashboard.authError")
-            .await;
-        assert!(refusal.as_str().unwrap().contains("Not authorized"), "{refusal}");
-        let banner = page
-            .eval("(b => b.hidden ? null : b.textContent)(document.getElementById('banner'))")
-            .await;
-        assert_eq!(banner, refusal);
-        let leaked = page
-            .eval("dashboard.hello === null && dashboard.counters.signal + dashboard.counters.windows + dashboard.counters.commands")
-            .await;
-        assert_eq!(leaked, 0, "data reached a page with the wrong token");
-
-        // The right token.
-        page.navigate(&format!("{}/?token={TOKEN}", served.base)).await;
-        let channels = page
-            .wait_for("the hello", "window.dashboard && dashboard.hello && dashboard.hello.channels.length")
-            .await;
-        assert_eq!(channels, 64);
-
-        // Traces drawing: green pixels on the canvas, and different pixels a moment later.
-        page.wait_for("signal", "dashboard.counters.signal >= 20 && dashboard.counters.framesDrawn >= 2")
-            .await;
-        let first = page.eval(&canvas_pixels("traces", TRACE_GREEN)).await;
-        let signal = page.eval("dashboard.counters.signal").await.as_u64().unwrap();
-        page.wait_for(
-            "more signal",
-            &format!("dashboard.counters.signal >= {} && dashboard.counters.framesDrawn", signal + 20),
-        )
-        .await;
-        // One more poll so a frame has been drawn with the new data.
-        tokio::time::sleep(POLL).await;
-        let second = page.eval(&canvas_pixels("traces", TRACE_GREEN)).await;
-        // 8 traces across ~900 px: thousands of trace pixels when they are drawn at all.
-        assert!(first["count"].as_u64().unwrap() > 2000, "traces not drawn: {first}");
-        assert!(second["count"].as_u64().unwrap() > 2000, "traces not drawn: {second}");
-        assert_ne!(first["hash"], second["hash"], "the traces did not move");
-
+        refused(&mut page, &served).await;
+        assert_eq!(connected(&mut page, &served).await, 64);
+        traces_move(&mut page, 8).await;
         // The heatmap: 2 bands × 64 channels, painted.
-        page.wait_for("features", "dashboard.counters.windows >= 2").await;
+        page.wait_for("features", "dashboard.counters.windows >= 2")
+            .await;
         let rows = page.eval("dashboard.features.rows").await;
         assert_eq!(rows, json!(["mu", "beta"]));
-        tokio::time::sleep(POLL).await;
+        next_signal_frame(&mut page, 1).await;
         let heat = page.eval(&canvas_pixels("bands", ANY_PAINT)).await;
-        assert!(heat["count"].as_u64().unwrap() > 10_000, "heatmap empty: {heat}");
-
-        // Probabilities changing, as the legend a person reads shows them.
-        let legend = page
-            .wait_for(
-                "probabilities",
-                "(t => /\\d/.test(t) && t)(document.getElementById('prob-legend').textContent)",
-            )
-            .await;
-        page.wait_for(
-            "the probabilities changing",
-            &format!(
-                "document.getElementById('prob-legend').textContent !== {}",
-                legend
-            ),
-        )
-        .await;
-
-        // Commands in the log.
-        let first_command = page
-            .wait_for("a command", "(li => li && li.textContent)(document.querySelector('#commands li'))")
-            .await;
         assert!(
-            first_command.as_str().unwrap().contains("ms"),
-            "{first_command}"
+            heat["count"].as_u64().unwrap() > 10_000,
+            "heatmap empty: {heat}"
         );
-        page.wait_for("a second command", "document.querySelectorAll('#commands li').length >= 2")
-            .await;
-        // Read in one evaluation, so no command can arrive between the two counts.
-        let counts = page
-            .eval("[document.querySelectorAll('#commands li').length, dashboard.counters.commands]")
-            .await;
-        assert_eq!(counts[0], counts[1], "every command received is in the log");
-
-        let status = page.eval("document.getElementById('counters').textContent").await;
-        assert!(status.as_str().unwrap().contains("latency (last)"), "{status}");
-        let screenshot = artefacts().join("replay-S001R04.png");
-        page.screenshot(&screenshot).await;
-        println!("dashboard screenshot: {}", screenshot.display());
-        eprintln!("dashboard screenshot: {}", screenshot.display());
-        let seen = page.eval(DASHBOARD_STATE).await;
-        println!("dashboard state at the screenshot: {seen}");
+        probabilities_change(&mut page).await;
+        commands_logged(&mut page, 2).await;
+        screenshot(&mut page, "replay-S001R04.png").await;
     });
-    drop(served);
-    drop(browser);
+}
+
+#[test]
+fn dashboard_shows_the_demo() {
+    let Some(binary) = chromium() else {
+        return;
+    };
+    let browser = Browser::launch(&binary, "demo");
+    // Twice real time for 60 s of simulated EEG: trials, and commands, every few seconds.
+    let served = Served::start(&["demo", "--seconds", "60", "--speed", "2"]);
+    block_on(async {
+        let mut page = Page::open(&browser).await;
+        refused(&mut page, &served).await;
+        assert_eq!(connected(&mut page, &served).await, 3);
+        traces_move(&mut page, 3).await;
+        // Three channels leave room for the values in the heatmap's cells.
+        page.wait_for("features", "dashboard.counters.windows >= 2")
+            .await;
+        let grid = page
+            .eval("[dashboard.features.rows, dashboard.features.columns]")
+            .await;
+        assert_eq!(grid, json!([["mu", "beta"], ["C3", "Cz", "C4"]]));
+        probabilities_change(&mut page).await;
+        let classes = page.eval("dashboard.hello.classes").await;
+        assert_eq!(classes, json!(["rest", "left", "right"]));
+        commands_logged(&mut page, 3).await;
+        screenshot(&mut page, "demo.png").await;
+    });
 }

@@ -17,7 +17,9 @@ const RECONNECT_MS = 2000;
 const METRICS_MS = 2000;
 // Sensorimotor channels first: they are what motor imagery changes.
 const PREFERRED_CHANNELS = ["C3", "Cz", "C4", "FC3", "FC4", "CP3", "CP4", "Pz"];
-const CLASS_COLOURS = ["#8b949e", "#58a6ff", "#f78166", "#3fb950", "#d2a8ff", "#e3b341"];
+const CLASS_COLOURS = ["#58a6ff", "#f78166", "#3fb950", "#d2a8ff", "#e3b341", "#ff7b72"];
+// The rest class sends no command: grey, so the colours go to the classes that act.
+const REST_COLOUR = "#8b949e";
 const TRACE_COLOUR = "#7ee787";
 
 const params = new URLSearchParams(location.search);
@@ -44,7 +46,6 @@ const state = {
   probabilities: [],
   commandMarks: [],
   dirty: true,
-  ended: false,
 };
 window.dashboard = state;
 
@@ -65,6 +66,7 @@ function connect() {
   ws.onopen = () => {
     state.connection = "open";
     ws.send(JSON.stringify({ type: "subscribe", topics: ["signal", "features"] }));
+    pollMetrics();
   };
   ws.onmessage = (event) => {
     const message = JSON.parse(event.data);
@@ -75,7 +77,6 @@ function connect() {
   ws.onclose = async (event) => {
     state.connection = `closed (${event.code})`;
     state.dirty = true;
-    if (state.ended) return;
     // A refused upgrade reaches the page only as code 1006; asking the same URL over plain
     // HTTP tells a wrong token (401) or origin (403) from a service that is just gone.
     if (!greeted) {
@@ -87,6 +88,7 @@ function connect() {
         return;
       }
     }
+    // Also after the stream ended: a restarted service (a new session) is picked up.
     setTimeout(connect, RECONNECT_MS);
   };
 }
@@ -205,7 +207,7 @@ function onStatus(status) {
     case "messages_dropped":
       state.counters.messagesDropped = status.dropped_total || state.counters.messagesDropped; break;
     case "stream_ended":
-      state.stream = "ended"; state.streamReason = status.reason || null; state.ended = true; break;
+      state.stream = "ended"; state.streamReason = status.reason || null; break;
     default: break;
   }
 }
@@ -381,12 +383,14 @@ function drawFeatures() {
     });
     features.cells.forEach((cell, i) => {
       const range = high[cell.row] - low[cell.row] || 1;
+      const level = (values[i] - low[cell.row]) / range;
       const x = labelWidth + cell.column * cellWidth;
       const y = cell.row * cellHeight;
-      g.fillStyle = rampColour((values[i] - low[cell.row]) / range);
+      g.fillStyle = rampColour(level);
       g.fillRect(x, y, Math.max(1, cellWidth - 1), cellHeight - 1);
       if (cellWidth > 48) {
-        g.fillStyle = "#000";
+        // The ramp is dark at its low end: light text there, dark text on the bright end.
+        g.fillStyle = level < 0.5 ? "#fff" : "#000";
         g.textAlign = "center";
         g.fillText(values[i].toFixed(2), x + cellWidth / 2, y + cellHeight / 2);
       }
@@ -415,7 +419,10 @@ function drawFeatures() {
 // ---------------------------------------------------------------- probabilities
 
 function classColour(index) {
-  return CLASS_COLOURS[index % CLASS_COLOURS.length];
+  const classes = state.hello ? state.hello.classes : [];
+  if (classes[index] === "rest") return REST_COLOUR;
+  const acting = classes.slice(0, index).filter((name) => name !== "rest").length;
+  return CLASS_COLOURS[acting % CLASS_COLOURS.length];
 }
 
 function renderLegend(p) {
@@ -441,6 +448,13 @@ function drawProbabilities() {
   g.beginPath();
   [0, 0.5, 1].forEach((p) => { g.moveTo(0, y(p)); g.lineTo(canvas.width, y(p)); });
   g.stroke();
+  g.fillStyle = "#8792a0";
+  g.font = "11px system-ui, sans-serif";
+  g.textBaseline = "top";
+  g.textAlign = "left";
+  g.fillText(`−${PROBABILITY_SECONDS} s`, 4, canvas.height - pad - 14);
+  g.textAlign = "right";
+  g.fillText("now", canvas.width - 4, canvas.height - pad - 14);
   if (!history.length) return;
   const newest = history[history.length - 1].t;
   const x = (t) => canvas.width * (1 - (newest - t) / PROBABILITY_SECONDS);
@@ -503,7 +517,7 @@ function renderStatus() {
 
 // Server-wide drop counters (every client, the source, the feedback queue) from /metrics.
 async function pollMetrics() {
-  if (state.ended || state.authError) return;
+  if (state.connection !== "open") return;
   try {
     const text = await (await fetch("metrics", { cache: "no-store" })).text();
     const drops = {};

@@ -38,7 +38,10 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 pub fn router(hub: Arc<Hub>) -> Router {
     Router::new()
-        .route("/", get(|| async { asset(DASHBOARD_HTML, "text/html; charset=utf-8") }))
+        .route(
+            "/",
+            get(|| async { asset(DASHBOARD_HTML, "text/html; charset=utf-8") }),
+        )
         .route(
             "/dashboard.js",
             get(|| async { asset(DASHBOARD_JS, "text/javascript; charset=utf-8") }),
