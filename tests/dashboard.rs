@@ -67,9 +67,12 @@ struct Browser {
 }
 
 impl Browser {
-    fn launch(binary: &Path) -> Browser {
-        let profile =
-            std::env::temp_dir().join(format!("neurostream-chromium-{}", std::process::id()));
+    /// `name` tells this browser's profile and log from another test's.
+    fn launch(binary: &Path, name: &str) -> Browser {
+        let profile = std::env::temp_dir().join(format!(
+            "neurostream-chromium-{}-{name}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&profile);
         std::fs::create_dir_all(&profile).unwrap();
         let log_path = artefacts().join(format!("chromium-{name}.log"));
@@ -554,4 +557,61 @@ fn dashboard_shows_the_demo() {
         commands_logged(&mut page, 3).await;
         screenshot(&mut page, "demo.png").await;
     });
+}
+
+/// `GET path` over plain HTTP/1.1: the status line, the headers (lower-case) and the body.
+fn http_get(base: &str, path: &str) -> (String, String, String) {
+    use std::io::{Read, Write};
+    let address = base.strip_prefix("http://").unwrap();
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let (status, headers) = head.split_once("\r\n").unwrap();
+    (status.to_owned(), headers.to_lowercase(), body.to_owned())
+}
+
+/// Without a browser too: the binary serves the files of `web/` as they are in the checkout
+/// (so it needs none at run time), with their types and a policy that keeps the page to its
+/// own service; the token guards the data, not the page.
+#[test]
+fn the_service_serves_the_dashboard_files_from_the_binary() {
+    let served = Served::start(&["demo", "--seconds", "30"]);
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
+    for (path, file, kind) in [
+        ("/", "index.html", "text/html"),
+        ("/?token=anything", "index.html", "text/html"),
+        ("/dashboard.js", "dashboard.js", "text/javascript"),
+        ("/dashboard.css", "dashboard.css", "text/css"),
+    ] {
+        let (status, headers, body) = http_get(&served.base, path);
+        assert!(status.ends_with("200 OK"), "{path}: {status}");
+        assert!(
+            headers.contains(&format!("content-type: {kind}")),
+            "{path}: {headers}"
+        );
+        assert!(
+            headers.contains("content-security-policy: default-src 'self'"),
+            "{path}: {headers}"
+        );
+        let on_disk = std::fs::read_to_string(web.join(file)).unwrap();
+        // Chunked transfer would wrap the body; axum sends a static body with its length.
+        assert_eq!(body, on_disk, "{path} differs from web/{file}");
+    }
+    let (index, _, html) = http_get(&served.base, "/");
+    assert!(index.ends_with("200 OK"));
+    assert!(html.contains(r#"<script src="dashboard.js">"#));
+    // The data needs the token: a plain GET of /ws tells a page why its WebSocket was refused.
+    let (status, _, _) = http_get(&served.base, "/ws?token=wrong");
+    assert!(status.contains("401"), "{status}");
+    let (status, _, _) = http_get(&served.base, &format!("/ws?token={TOKEN}"));
+    assert!(!status.contains("401"), "{status}");
+    let (status, _, _) = http_get(&served.base, "/nothing-here");
+    assert!(status.contains("404"), "{status}");
 }
