@@ -554,7 +554,7 @@ fn dashboard_shows_the_demo() {
         probabilities_change(&mut page).await;
         let classes = page.eval("dashboard.hello.classes").await;
         assert_eq!(classes, json!(["rest", "left", "right"]));
-        commands_logged(&mut page, 3).await;
+        commands_logged(&mut page, 2).await;
         screenshot(&mut page, "demo.png").await;
     });
 }
