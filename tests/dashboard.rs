@@ -464,8 +464,14 @@ async fn screenshot(page: &mut Page, name: &str) {
     let path = artefacts().join(name);
     page.screenshot(&path).await;
     let seen = page.eval(DASHBOARD_STATE).await;
-    // Printed for CI's log (the artefact to collect) and for whoever looks at the picture.
-    println!("dashboard screenshot: {} ({seen})", path.display());
+    // For CI's log (the artefact to collect): written to stderr itself, because the test
+    // harness captures `println!`/`eprintln!` of passing tests, and this line must show.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "dashboard screenshot: {} ({seen})",
+        path.display()
+    );
 }
 
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
