@@ -448,14 +448,12 @@ function drawProbabilities() {
   g.beginPath();
   [0, 0.5, 1].forEach((p) => { g.moveTo(0, y(p)); g.lineTo(canvas.width, y(p)); });
   g.stroke();
-  g.fillStyle = "#8792a0";
-  g.font = "11px system-ui, sans-serif";
-  g.textBaseline = "top";
-  g.textAlign = "left";
-  g.fillText(`−${PROBABILITY_SECONDS} s`, 4, canvas.height - pad - 14);
-  g.textAlign = "right";
-  g.fillText("now", canvas.width - 4, canvas.height - pad - 14);
-  if (!history.length) return;
+  if (history.length) drawHistory(g, canvas, history, pad, y);
+  // Last, so the labels stay readable where the lines cross them.
+  drawTimeAxis(g, canvas, pad);
+}
+
+function drawHistory(g, canvas, history, pad, y) {
   const newest = history[history.length - 1].t;
   const x = (t) => canvas.width * (1 - (newest - t) / PROBABILITY_SECONDS);
   // Commands as vertical marks in their class colour, under the probability lines.
@@ -478,6 +476,16 @@ function drawProbabilities() {
     g.stroke();
   });
   g.lineWidth = 1;
+}
+
+function drawTimeAxis(g, canvas, pad) {
+  g.fillStyle = "#8792a0";
+  g.font = "11px system-ui, sans-serif";
+  g.textBaseline = "top";
+  g.textAlign = "left";
+  g.fillText(`−${PROBABILITY_SECONDS} s`, 4, pad + 2);
+  g.textAlign = "right";
+  g.fillText("now", canvas.width - 4, pad + 2);
 }
 
 // ---------------------------------------------------------------- status
