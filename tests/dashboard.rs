@@ -28,9 +28,9 @@ const PATIENCE: Duration = Duration::from_secs(90);
 /// How often the page is asked again while waiting.
 const POLL: Duration = Duration::from_millis(250);
 const TOKEN: &str = "dash-t0k";
-/// Replay pace: 125 s of S001R04 in about 31 s, long enough for the browser to start and for
-/// several trials (and commands) to pass while the page watches.
-const SPEED: &str = "4";
+/// Replay pace: 125 s of S001R04 in about 42 s, long enough for a slow browser start and for
+/// several trials (and commands) to pass while the page watches; the test stops it when done.
+const SPEED: &str = "3";
 
 /// Where artefacts go: under `target/`, kept after the run for CI to collect.
 fn artefacts() -> PathBuf {
@@ -460,6 +460,45 @@ async fn commands_logged(page: &mut Page, count: usize) {
     );
 }
 
+/// Loss and recovery of the stream, as the status badge and counters show them. Neither the
+/// simulator nor a replay loses its stream (a live LSL source does), so the test hands the
+/// page's message handler the `status` messages of docs/protocol.md itself.
+async fn stream_status_shown(page: &mut Page) {
+    let badge = "document.getElementById('stream-state')";
+    page.eval(
+        r#"handle({type: "status", event: "stream_lost", reason: "no data for 2 s"}),
+           handle({type: "status", event: "samples_dropped", reason: "gap", samples: 160}),
+           handle({type: "status", event: "messages_dropped", dropped_total: 40, dropped: 8}),
+           state.dirty = true"#,
+    )
+    .await;
+    let lost = page
+        .wait_for(
+            "the stream lost",
+            &format!(
+                "{badge}.textContent.includes('lost') && [{badge}.textContent, {badge}.className]"
+            ),
+        )
+        .await;
+    assert_eq!(lost, json!(["stream lost: no data for 2 s", "badge bad"]));
+    let status = page
+        .eval("document.getElementById('counters').textContent")
+        .await;
+    let status = status.as_str().unwrap();
+    assert!(status.contains("samples dropped (source)160"), "{status}");
+    assert!(
+        status.contains("messages dropped (this page)40"),
+        "{status}"
+    );
+    page.eval(r#"handle({type: "status", event: "stream_regained"}), state.dirty = true"#)
+        .await;
+    page.wait_for(
+        "the stream regained",
+        &format!("{badge}.textContent === 'stream live'"),
+    )
+    .await;
+}
+
 async fn screenshot(page: &mut Page, name: &str) {
     let path = artefacts().join(name);
     page.screenshot(&path).await;
@@ -543,8 +582,9 @@ fn dashboard_shows_the_demo() {
         return;
     };
     let browser = Browser::launch(&binary, "demo");
-    // Twice real time for 60 s of simulated EEG: trials, and commands, every few seconds.
-    let served = Served::start(&["demo", "--seconds", "60", "--speed", "2"]);
+    // Twice real time: trials, and commands, every few seconds; a minute of wall time at most
+    // (the test stops it when done).
+    let served = Served::start(&["demo", "--seconds", "120", "--speed", "2"]);
     block_on(async {
         let mut page = Page::open(&browser).await;
         refused(&mut page, &served).await;
@@ -562,6 +602,7 @@ fn dashboard_shows_the_demo() {
         assert_eq!(classes, json!(["rest", "left", "right"]));
         commands_logged(&mut page, 2).await;
         screenshot(&mut page, "demo.png").await;
+        stream_status_shown(&mut page).await;
     });
 }
 
