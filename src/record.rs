@@ -82,12 +82,14 @@ pub struct Session {
 impl Session {
     /// Serialise `config` and `model` as they are when the session starts.
     pub fn new(config: &PipelineConfig, model: Option<&Model>) -> Result<Self> {
-        let pipeline = toml::to_string(config)
-            .map_err(|e| Error::Other(format!("cannot serialise the pipeline for the recording: {e}")))?;
-        let model = model
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| Error::Other(format!("cannot serialise the model for the recording: {e}")))?;
+        let pipeline = toml::to_string(config).map_err(|e| {
+            Error::Other(format!(
+                "cannot serialise the pipeline for the recording: {e}"
+            ))
+        })?;
+        let model = model.map(serde_json::to_string).transpose().map_err(|e| {
+            Error::Other(format!("cannot serialise the model for the recording: {e}"))
+        })?;
         Ok(Session { pipeline, model })
     }
 
@@ -119,7 +121,8 @@ impl Session {
     /// neurostream (no `<neurostream>` element).
     pub fn from_file_header(xml: &str) -> Result<Option<Self>> {
         let bad = |detail: String| Error::Other(format!("XDF FileHeader: {detail}"));
-        let doc = roxmltree::Document::parse(xml).map_err(|e| bad(format!("XML does not parse: {e}")))?;
+        let doc =
+            roxmltree::Document::parse(xml).map_err(|e| bad(format!("XML does not parse: {e}")))?;
         let Some(node) = doc
             .root_element()
             .children()
@@ -132,8 +135,8 @@ impl Session {
                 .find(|n| n.has_tag_name(name))
                 .map(|n| n.text().unwrap_or_default().to_string())
         };
-        let pipeline = text("pipeline")
-            .ok_or_else(|| bad("<neurostream> has no <pipeline>".into()))?;
+        let pipeline =
+            text("pipeline").ok_or_else(|| bad("<neurostream> has no <pipeline>".into()))?;
         Ok(Some(Session {
             pipeline,
             model: text("model"),
@@ -166,9 +169,8 @@ pub enum SessionEvent {
 impl SessionEvent {
     pub fn after_samples(&self) -> u64 {
         match self {
-            SessionEvent::Feedback { after_samples, .. } | SessionEvent::Reset { after_samples, .. } => {
-                *after_samples
-            }
+            SessionEvent::Feedback { after_samples, .. }
+            | SessionEvent::Reset { after_samples, .. } => *after_samples,
         }
     }
 }
@@ -248,7 +250,9 @@ impl Recorder {
                 "<neurostream>feedback and resets, for faithful replay</neurostream>",
             ),
         };
-        writer.write_to(&mut file).map_err(|e| Error::io(&path, e))?;
+        writer
+            .write_to(&mut file)
+            .map_err(|e| Error::io(&path, e))?;
         let (items_tx, items_rx) = mpsc::sync_channel(RECORDER_CHANNEL);
         let (free_tx, free_rx) = mpsc::sync_channel(CHUNK_POOL);
         for _ in 0..CHUNK_POOL {
@@ -490,7 +494,10 @@ pub fn load(path: &Path) -> Result<SessionRecording> {
     let mut events = Vec::new();
     for stream in recording.streams.iter().filter(|s| is_session_stream(s)) {
         let StreamData::Markers(samples) = &stream.data else {
-            return Err(bad(format!("stream {:?} is not a string stream", stream.info.name)));
+            return Err(bad(format!(
+                "stream {:?} is not a string stream",
+                stream.info.name
+            )));
         };
         for (i, sample) in samples.iter().enumerate() {
             if stream.info.source_id == COMMANDS_STREAM {
@@ -498,9 +505,10 @@ pub fn load(path: &Path) -> Result<SessionRecording> {
                     bad(format!("command #{} is not a command message: {e}", i + 1))
                 })?);
             } else {
-                events.push(serde_json::from_str(&sample.label).map_err(|e| {
-                    bad(format!("session event #{} is not valid: {e}", i + 1))
-                })?);
+                events.push(
+                    serde_json::from_str(&sample.label)
+                        .map_err(|e| bad(format!("session event #{} is not valid: {e}", i + 1)))?,
+                );
             }
         }
     }
@@ -575,7 +583,8 @@ pub fn replay_commands(
             .timestamps_mut()
             .copy_from_slice(&signal.timestamps[position..end]);
         pipeline.process(&mut chunk, |window| {
-            let (Some(controller), Some(probabilities)) = (controller.as_mut(), window.probabilities)
+            let (Some(controller), Some(probabilities)) =
+                (controller.as_mut(), window.probabilities)
             else {
                 return;
             };
@@ -653,7 +662,12 @@ mod tests {
             let xml = format!("<info><version>1.0</version>{}</info>", session.to_xml());
             let back = Session::from_file_header(&xml).unwrap().unwrap();
             assert_eq!(back, session, "{}", path.display());
-            assert_eq!(back.pipeline_config().unwrap(), config, "{}", path.display());
+            assert_eq!(
+                back.pipeline_config().unwrap(),
+                config,
+                "{}",
+                path.display()
+            );
         }
     }
 

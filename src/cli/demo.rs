@@ -56,7 +56,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
     if !(args.seconds.is_finite() && args.seconds >= 0.0) {
         return Err(neurostream::Error::config(
             "--seconds",
-            format!("{} is not allowed; allowed: 0 (until interrupted) or a positive number of seconds", args.seconds),
+            format!(
+                "{} is not allowed; allowed: 0 (until interrupted) or a positive number of seconds",
+                args.seconds
+            ),
         ));
     }
     if let SourceConfig::Simulator(sim) = &mut config.source {

@@ -79,7 +79,10 @@ pub fn run(args: FetchArgs) -> Result<()> {
     for &subject in &args.subject {
         for &run in &args.runs {
             let name = format!("S{subject:03}/S{subject:03}R{run:02}.edf");
-            let expected = sums.iter().find(|(_, n)| *n == name).map(|(h, _)| h.as_str());
+            let expected = sums
+                .iter()
+                .find(|(_, n)| *n == name)
+                .map(|(h, _)| h.as_str());
             let expected = expected.ok_or_else(|| {
                 Error::Other(format!(
                     "{} has no entry for {name}; cannot verify it, so it is not downloaded",
@@ -152,11 +155,15 @@ fn parse_sums(text: &str, origin: &str) -> Result<Vec<(String, String)>> {
         if line.trim().is_empty() {
             continue;
         }
-        let parsed = line.split_once(char::is_whitespace).and_then(|(hash, name)| {
-            let name = name.trim_start().trim_start_matches('*').trim_end();
-            (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()) && !name.is_empty())
+        let parsed = line
+            .split_once(char::is_whitespace)
+            .and_then(|(hash, name)| {
+                let name = name.trim_start().trim_start_matches('*').trim_end();
+                (hash.len() == 64
+                    && hash.bytes().all(|b| b.is_ascii_hexdigit())
+                    && !name.is_empty())
                 .then(|| (hash.to_ascii_lowercase(), name.to_string()))
-        });
+            });
         match parsed {
             Some(entry) => sums.push(entry),
             None => {

@@ -136,7 +136,8 @@ pub fn run(args: ReplayArgs) -> Result<()> {
 fn is_neurostream_recording(path: &std::path::Path) -> Result<bool> {
     let mut head = [0u8; 4];
     let mut file = std::fs::File::open(path).map_err(|e| neurostream::Error::io(path, e))?;
-    let read = std::io::Read::read(&mut file, &mut head).map_err(|e| neurostream::Error::io(path, e))?;
+    let read =
+        std::io::Read::read(&mut file, &mut head).map_err(|e| neurostream::Error::io(path, e))?;
     if &head[..read] != b"XDF:" {
         return Ok(false);
     }
@@ -164,8 +165,7 @@ fn print_commands(
         },
     };
     let chunk_samples = args.chunk_samples.unwrap_or(16);
-    let commands =
-        neurostream::record::replay_commands(&recorded, config, model, chunk_samples)?;
+    let commands = neurostream::record::replay_commands(&recorded, config, model, chunk_samples)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let io_err = |e| neurostream::Error::io("<stdout>", e);
     for command in &commands {

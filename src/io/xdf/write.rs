@@ -27,7 +27,8 @@ use std::io::Write;
 use crate::stream::{Chunk, StreamInfo};
 
 use super::{
-    TAG_BOUNDARY, TAG_CLOCK_OFFSET, TAG_FILE_HEADER, TAG_SAMPLES, TAG_STREAM_FOOTER, TAG_STREAM_HEADER,
+    TAG_BOUNDARY, TAG_CLOCK_OFFSET, TAG_FILE_HEADER, TAG_SAMPLES, TAG_STREAM_FOOTER,
+    TAG_STREAM_HEADER,
 };
 
 /// The boundary chunk's content, fixed by the XDF specification.
@@ -68,8 +69,7 @@ impl XdfWriter {
             buf: b"XDF:".to_vec(),
             streams: Vec::new(),
         };
-        let xml =
-            format!("<?xml version=\"1.0\"?><info><version>1.0</version>{header_xml}</info>");
+        let xml = format!("<?xml version=\"1.0\"?><info><version>1.0</version>{header_xml}</info>");
         writer.chunk(TAG_FILE_HEADER, |out| out.extend_from_slice(xml.as_bytes()));
         writer
     }
@@ -347,7 +347,10 @@ mod tests {
         let n = 300;
         let data: Vec<f32> = (0..2 * n).map(|v| v as f32 * 0.5).collect();
         let stamps: Vec<f64> = (0..n).map(|i| 10.0 + i as f64 / 250.0).collect();
-        w.signal(s, &Chunk::from_channel_major(2, data.clone(), stamps.clone()));
+        w.signal(
+            s,
+            &Chunk::from_channel_major(2, data.clone(), stamps.clone()),
+        );
         let long = "x".repeat(300);
         w.strings(m, [(10.5, "T1"), (11.0, long.as_str())].into_iter());
         w.clock_offsets(11.0, 0.0);
