@@ -211,7 +211,7 @@ pub struct Recorder {
     free: Receiver<Chunk>,
     give_back: SyncSender<Chunk>,
     dropped: u64,
-    thread: Option<JoinHandle<Result<RecordSummary>>>,
+    thread: JoinHandle<Result<RecordSummary>>,
     path: PathBuf,
 }
 
@@ -272,7 +272,7 @@ impl Recorder {
             free: free_rx,
             give_back: free_tx,
             dropped: 0,
-            thread: Some(thread),
+            thread,
             path,
         })
     }
@@ -329,18 +329,23 @@ impl Recorder {
     }
 
     /// Close the channel, let the thread write what is left and the footers, and wait.
-    pub fn finish(mut self) -> Result<RecordSummary> {
-        let thread = self.thread.take().expect("finished once");
-        let (dummy, _) = mpsc::sync_channel(1);
-        drop(std::mem::replace(&mut self.items, dummy));
+    pub fn finish(self) -> Result<RecordSummary> {
+        let Recorder {
+            items,
+            thread,
+            dropped,
+            path,
+            ..
+        } = self;
+        // The thread ends when the channel closes.
+        drop(items);
         let summary = thread
             .join()
             .map_err(|_| Error::Other("the recorder thread panicked".into()))??;
-        if self.dropped > 0 {
+        if dropped > 0 {
             tracing::warn!(
-                "recording {}: {} item(s) dropped because the disk fell behind; a replay of it will not be exact",
-                self.path.display(),
-                self.dropped
+                "recording {}: {dropped} item(s) dropped because the disk fell behind; a replay of it will not be exact",
+                path.display(),
             );
         }
         tracing::info!(
@@ -349,7 +354,7 @@ impl Recorder {
             commands = summary.commands,
             bytes = summary.bytes,
             "recorded {}",
-            self.path.display()
+            path.display()
         );
         Ok(summary)
     }

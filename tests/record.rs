@@ -25,6 +25,35 @@ use neurostream::{epochs, evaluate};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_neurostream");
+
+/// Counts allocations per thread, so the DSP side of the recorder can be checked while the
+/// recorder thread (which may allocate) runs beside it.
+struct Counting;
+
+thread_local! {
+    static THREAD_ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn count_allocation() {
+    let _ = THREAD_ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+}
+
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count_allocation();
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+        count_allocation();
+        unsafe { std::alloc::System.realloc(ptr, layout, size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 const PATIENCE: Duration = Duration::from_secs(120);
 
 fn scratch(name: &str) -> PathBuf {
@@ -595,6 +624,76 @@ fn replay_refuses_a_recording_whose_commands_do_not_match() {
     assert!(
         err.contains("differ from the recording at command #1"),
         "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Handing chunks and markers to the recorder does not allocate on the DSP thread once the
+/// pool's buffers have grown, and every chunk it accepted is in the file.
+#[test]
+fn handing_chunks_to_the_recorder_does_not_allocate_in_steady_state() {
+    let dir = scratch("alloc");
+    let file = dir.join("alloc.xdf");
+    let sim = SimulatorConfig::default();
+    let recording = simulator::record(&sim, 120.0).unwrap();
+    let mut source = neurostream::source::replay::Replay::new(
+        &recording,
+        None,
+        16,
+        neurostream::source::Pace::AsFastAsPossible,
+    )
+    .unwrap();
+    let mut items = Vec::new();
+    while let Some(item) = source.next_item().unwrap() {
+        items.push(item);
+    }
+    let chunks = items
+        .iter()
+        .filter(|i| matches!(i, SourceItem::Chunk(_)))
+        .count();
+    let warm_up = record::CHUNK_POOL + 64;
+    assert!(chunks > warm_up + 500, "{chunks} chunks");
+    let config = RecordConfig {
+        path: file.clone(),
+        session: Session::default(),
+    };
+    let mut recorder =
+        record::Recorder::start(&config, source.stream_info(), source.marker_info(), false)
+            .unwrap();
+    let (mut seen, mut accepted, mut allocations) = (0, 0u64, 0);
+    for item in items {
+        match item {
+            SourceItem::Chunk(chunk) => {
+                let before = THREAD_ALLOCATIONS.with(|c| c.get());
+                let taken = recorder.chunk(&chunk);
+                if seen >= warm_up {
+                    allocations += THREAD_ALLOCATIONS.with(|c| c.get()) - before;
+                }
+                accepted += u64::from(taken) * chunk.samples() as u64;
+                seen += 1;
+                drop(chunk);
+                // Give the recorder thread a chance, as a paced source would.
+                if seen % 16 == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            SourceItem::Events(events) => {
+                let before = THREAD_ALLOCATIONS.with(|c| c.get());
+                recorder.markers(events);
+                if seen >= warm_up {
+                    allocations += THREAD_ALLOCATIONS.with(|c| c.get()) - before;
+                }
+            }
+            SourceItem::Status(_) => {}
+        }
+    }
+    assert_eq!(allocations, 0, "allocations on the DSP side after warm-up");
+    let summary = recorder.finish().unwrap();
+    assert_eq!(summary.samples, accepted);
+    let rec = nio::open(&file).unwrap();
+    assert_eq!(
+        rec.primary_signal().unwrap().sample_count() as u64,
+        accepted
     );
     let _ = std::fs::remove_dir_all(dir);
 }
