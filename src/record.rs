@@ -195,6 +195,7 @@ pub struct RecordSummary {
     pub markers: u64,
     pub commands: u64,
     pub session_events: u64,
+    /// Bytes written to the file, header included.
     pub bytes: u64,
 }
 
@@ -264,7 +265,21 @@ impl Recorder {
         let thread_free = free_tx.clone();
         let thread = std::thread::Builder::new()
             .name("neurostream-recorder".into())
-            .spawn(move || record_loop(file, writer, ids, items_rx, thread_free, &thread_path))
+            .spawn(move || {
+                let written = RecordSummary {
+                    bytes: header_bytes,
+                    ..RecordSummary::default()
+                };
+                record_loop(
+                    file,
+                    writer,
+                    ids,
+                    items_rx,
+                    thread_free,
+                    &thread_path,
+                    written,
+                )
+            })
             .map_err(|e| Error::Other(format!("cannot start the recorder thread: {e}")))?;
         tracing::info!("recording to {}", path.display());
         Ok(Recorder {
@@ -374,8 +389,8 @@ fn record_loop(
     items: Receiver<Item>,
     give_back: SyncSender<Chunk>,
     path: &Path,
+    mut summary: RecordSummary,
 ) -> Result<RecordSummary> {
-    let mut summary = RecordSummary::default();
     let mut latest = f64::NAN;
     let mut next_flush = Instant::now() + FLUSH_INTERVAL;
     let mut next_clock = Instant::now();

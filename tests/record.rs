@@ -698,6 +698,7 @@ fn handing_chunks_to_the_recorder_does_not_allocate_in_steady_state() {
     assert_eq!(allocations, 0, "allocations on the DSP side after warm-up");
     let summary = recorder.finish().unwrap();
     assert_eq!(summary.samples, accepted);
+    assert_eq!(summary.bytes, std::fs::metadata(&file).unwrap().len());
     let rec = nio::open(&file).unwrap();
     assert_eq!(
         rec.primary_signal().unwrap().sample_count() as u64,
