@@ -251,6 +251,7 @@ impl Recorder {
                 "<neurostream>feedback and resets, for faithful replay</neurostream>",
             ),
         };
+        let header_bytes = writer.pending() as u64;
         writer
             .write_to(&mut file)
             .map_err(|e| Error::io(&path, e))?;
