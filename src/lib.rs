@@ -6,7 +6,7 @@
 //!  source ──► preprocess ──► window ──► features ──► decoder ──► control ──► sinks
 //!  (replay,    (channel       (ring      (band power,  (LDA, SVM,   (threshold, (CSV/JSON
 //!   simulator,  selection,     buffer,    CSP, tangent  plastic MLP) dwell,      lines;
-//!   LSL later)  CAR, band-     length,    space)                     refractory) WebSocket)
+//!   LSL)        CAR, band-     length,    space)                     refractory) WebSocket)
 //!               pass, notch)   hop)
 //! ```
 //!
@@ -18,7 +18,8 @@
 //! - [`error`]: the crate's one error type; every message names what was wrong.
 //! - [`io`]: recording readers (EDF/EDF+/BDF, XDF) producing a [`io::Recording`].
 //! - [`source`]: the [`source::Source`] trait and its implementations (replay of a recording,
-//!   simulator). Sources are blocking iterators that run on their own thread at the edge.
+//!   simulator, live LSL inlet). Sources are blocking iterators that run on their own thread
+//!   at the edge.
 //! - [`preprocess`]: causal per-channel stages (channel selection, common average reference,
 //!   band-pass, notch) that keep their state across chunks.
 //! - [`features`]: the sliding-window ring buffer and the feature extractors: band power,
@@ -44,6 +45,8 @@
 //! - [`service`]: the live service: source and DSP threads, per-client bounded queues, the
 //!   axum WebSocket server (protocol in docs/protocol.md), Prometheus metrics, and the
 //!   `listen` client.
+//! - `publish` (feature `lsl`): any source published as LSL outlets (`simulate --lsl`).
+//! - [`loopback`]: loopback-only network namespaces for LSL tests and benchmarks.
 //!
 //! The per-sample hot path (preprocess → features → decoder) is plain synchronous Rust that
 //! does not allocate per chunk once warmed up (the tangent-space eigensolver is the one
@@ -57,10 +60,13 @@ pub mod evaluate;
 pub mod features;
 pub mod io;
 pub mod linalg;
+pub mod loopback;
 pub mod model;
 pub mod output;
 pub mod pipeline;
 pub mod preprocess;
+#[cfg(feature = "lsl")]
+pub mod publish;
 pub mod record;
 pub mod service;
 pub mod source;

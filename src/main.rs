@@ -23,6 +23,8 @@ enum Command {
     Replay(cli::replay::ReplayArgs),
     /// Generate simulated motor-imagery EEG with cue markers.
     Simulate(cli::simulate::SimulateArgs),
+    /// Run a pipeline on its source (a live headset over LSL) and serve its commands.
+    Run(cli::run::RunArgs),
     /// Serve decoded commands of simulated EEG over WebSocket (no headset, no download).
     Demo(cli::demo::DemoArgs),
     /// Connect to a running service and print its commands as JSON lines.
@@ -49,6 +51,7 @@ fn main() -> std::process::ExitCode {
         Command::Info(args) => cli::info::run(args),
         Command::Replay(args) => cli::replay::run(args),
         Command::Simulate(args) => cli::simulate::run(args),
+        Command::Run(args) => cli::run::run(args),
         Command::Demo(args) => cli::demo::run(args),
         Command::Fetch(args) => cli::fetch::run(args),
         Command::Listen(args) => cli::listen::run(args),

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use neurostream::pipeline::{Pipeline, PipelineConfig};
+use neurostream::pipeline::{Pipeline, PipelineConfig, SourceConfig};
 use neurostream::source::Source;
 use neurostream::Result;
 
@@ -12,7 +12,8 @@ pub struct CheckArgs {
     /// Pipeline file (TOML).
     pub pipeline: PathBuf,
     /// Also build the pipeline against this recording's primary stream (checks channel labels
-    /// and frequencies against its rate). Without it, the pipeline's own source is used.
+    /// and frequencies against its rate). Without it, the pipeline's own source is used (an LSL
+    /// source is not contacted).
     #[arg(long)]
     pub recording: Option<PathBuf>,
     /// Also check that this trained model fits the pipeline and the stream.
@@ -35,6 +36,15 @@ pub fn run(args: CheckArgs) -> Result<()> {
             16,
             neurostream::source::Pace::AsFastAsPossible,
         )?),
+        // Checking a file must not go looking for a headset on the network.
+        None if matches!(config.source, SourceConfig::Lsl(_)) => {
+            println!(
+                "{}: ok (syntax and ranges; the LSL stream was not contacted: add --recording \
+                 FILE to check channels and rate against a recording of the headset)",
+                args.pipeline.display()
+            );
+            return Ok(());
+        }
         None => config.source.build()?,
     };
     let pipeline = Pipeline::build(&config, source.stream_info(), model)?;

@@ -7,6 +7,7 @@ pub mod fetch;
 pub mod info;
 pub mod listen;
 pub mod replay;
+pub mod run;
 pub mod simulate;
 pub mod train;
 

@@ -35,11 +35,25 @@ pub struct SimulateArgs {
     /// recording (signal and marker streams, as LabRecorder would) instead of --format.
     #[arg(long, short)]
     pub out: Option<PathBuf>,
+    /// Publish as LSL outlets (EEG + cue markers) instead of writing; real time unless
+    /// --speed says otherwise; --seconds 0 runs until interrupted.
+    #[arg(long, conflicts_with_all = ["out", "format"])]
+    pub lsl: bool,
+    /// LSL stream name with --lsl (the marker stream gets "-markers" appended).
+    #[arg(long, default_value = "neurostream-sim", requires = "lsl")]
+    pub name: String,
+    /// LSL source id with --lsl (default: derived from the seed). Restarting with the same id
+    /// lets consumers recover the stream.
+    #[arg(long, requires = "lsl")]
+    pub source_id: Option<String>,
 }
 
 pub fn run(args: SimulateArgs) -> Result<()> {
     let montage = serde_json::from_value(serde_json::Value::from(args.montage.clone()))
         .map_err(|e| Error::config("--montage", format!("{:?}: {e}", args.montage)))?;
+    if args.lsl {
+        return publish(&args, montage);
+    }
     if !(args.seconds.is_finite() && args.seconds > 0.0) {
         return Err(Error::config(
             "--seconds",
@@ -169,4 +183,52 @@ fn write_xdf(source: &mut dyn Source, path: &std::path::Path) -> Result<()> {
     writer.footers();
     writer.write_to(&mut file).map_err(io_err)?;
     file.flush().map_err(io_err)
+}
+
+#[cfg(feature = "lsl")]
+fn publish(args: &SimulateArgs, montage: neurostream::source::simulator::Montage) -> Result<()> {
+    if !(args.seconds.is_finite() && args.seconds >= 0.0) {
+        return Err(Error::config(
+            "--seconds",
+            format!(
+                "{} must be 0 (until interrupted) or a positive number",
+                args.seconds
+            ),
+        ));
+    }
+    let config = SimulatorConfig {
+        seed: args.seed,
+        rate: args.rate,
+        montage,
+        duration_seconds: (args.seconds > 0.0).then_some(args.seconds),
+        // An LSL outlet is a live stream: as fast as possible would flood every consumer.
+        speed: if args.speed > 0.0 { args.speed } else { 1.0 },
+        ..SimulatorConfig::default()
+    };
+    config.validate()?;
+    let mut source = config
+        .build()?
+        .renamed(&args.name, args.source_id.as_deref());
+    tracing::info!(
+        "publishing LSL stream '{}' ({} channels at {} Hz) and '{}-markers'; Ctrl-C to stop",
+        args.name,
+        source.stream_info().channel_count(),
+        args.rate,
+        args.name
+    );
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let published = neurostream::publish::run(&mut source, &stop, |_| {})?;
+    tracing::info!(
+        samples = published.samples,
+        markers = published.markers,
+        "simulation ended"
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "lsl"))]
+fn publish(_: &SimulateArgs, _: neurostream::source::simulator::Montage) -> Result<()> {
+    Err(Error::Other(
+        "this neurostream was built without LSL support; rebuild with the default features".into(),
+    ))
 }

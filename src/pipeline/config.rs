@@ -28,6 +28,7 @@ use crate::features::extractor::AnyExtractor;
 use crate::features::tangent_space::{TangentSpace, TangentSpaceConfig};
 use crate::output::OutputConfig;
 use crate::preprocess::PreprocessConfig;
+use crate::source::lsl::LslConfig;
 use crate::source::replay::ReplayConfig;
 use crate::source::simulator::SimulatorConfig;
 use crate::source::Source;
@@ -70,6 +71,8 @@ pub struct PipelineConfig {
 pub enum SourceConfig {
     Simulator(SimulatorConfig),
     Replay(ReplayConfig),
+    /// A live Lab Streaming Layer stream (a headset).
+    Lsl(LslConfig),
 }
 
 impl Default for SourceConfig {
@@ -83,6 +86,10 @@ impl SourceConfig {
         Ok(match self {
             SourceConfig::Simulator(config) => Box::new(config.build()?),
             SourceConfig::Replay(config) => Box::new(config.build()?),
+            #[cfg(feature = "lsl")]
+            SourceConfig::Lsl(config) => Box::new(config.build()?),
+            #[cfg(not(feature = "lsl"))]
+            SourceConfig::Lsl(config) => match config.build()? {},
         })
     }
 }
@@ -252,6 +259,7 @@ impl PipelineConfig {
         match &self.source {
             SourceConfig::Simulator(config) => config.validate(),
             SourceConfig::Replay(config) => config.validate(),
+            SourceConfig::Lsl(config) => config.validate(),
         }
     }
 }

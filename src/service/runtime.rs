@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -35,6 +35,8 @@ use crate::source::{Source, SourceItem, StreamStatus};
 
 /// Items in flight from the source thread to the DSP thread.
 pub const SOURCE_CHANNEL: usize = 64;
+/// How often an idle DSP thread checks for shutdown and feedback.
+const IDLE_WAKEUP: std::time::Duration = std::time::Duration::from_millis(100);
 /// Feedback requests in flight to the DSP thread.
 pub const FEEDBACK_CHANNEL: usize = 64;
 
@@ -431,7 +433,28 @@ fn dsp_loop(
     let mut seq = 0u64;
     let classes = pipeline.class_names().to_vec();
     let rate = pipeline.output_info().nominal_rate;
-    while let Ok((item, arrived)) = items.recv() {
+    loop {
+        // A live stream can go quiet for minutes (headset off): wake up regularly so that
+        // shutdown and client feedback are still served.
+        let (item, arrived) = match items.recv_timeout(IDLE_WAKEUP) {
+            Ok(received) => received,
+            Err(RecvTimeoutError::Timeout) => {
+                if hub.shutdown.is_triggered() {
+                    break;
+                }
+                apply_feedback(
+                    hub,
+                    &mut pipeline,
+                    &classes,
+                    &feedback,
+                    &mut summary,
+                    recorder,
+                    now,
+                );
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         if hub.shutdown.is_triggered() {
             break;
         }
@@ -540,42 +563,66 @@ fn dsp_loop(
                 hub.broadcast(&ServerMessage::Status(message), None, None);
             }
         }
-        while let Ok(request) = feedback.try_recv() {
-            let applied = pipeline.learn(request.label);
-            if let Some(recorder) = recorder.as_mut() {
-                let event = SessionEvent::Feedback {
-                    after_samples: summary.samples,
-                    label: request.label,
-                    applied,
-                };
-                recorder_drop(recorder.session(now, &event));
-            }
-            if applied {
-                summary.feedback_applied += 1;
-                Metrics::add(&metrics.feedback_applied, 1);
-            }
-            let version = pipeline.decoder_version();
-            if let Some(decoder) = hub
-                .hello
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .decoder
-                .as_mut()
-            {
-                decoder.version = version;
-            }
-            request.reply.push(Outgoing {
-                text: ServerMessage::Learned(protocol::Learned {
-                    class: classes[request.label].clone(),
-                    applied,
-                    decoder_version: version,
-                    seq: request.seq,
-                })
-                .to_json()
-                .into(),
-                arrived: None,
-            });
-        }
+        apply_feedback(
+            hub,
+            &mut pipeline,
+            &classes,
+            &feedback,
+            &mut summary,
+            recorder,
+            now,
+        );
     }
     Ok(summary)
+}
+
+/// Learn from the feedback that clients have sent since the last chunk, and answer each.
+fn apply_feedback(
+    hub: &Hub,
+    pipeline: &mut Pipeline,
+    classes: &[String],
+    feedback: &Receiver<FeedbackRequest>,
+    summary: &mut DspSummary,
+    recorder: &mut Option<Recorder>,
+    now: f64,
+) {
+    while let Ok(request) = feedback.try_recv() {
+        let applied = pipeline.learn(request.label);
+        // Recorded with the sample count it follows, so a replay learns at the same point.
+        if let Some(recorder) = recorder.as_mut() {
+            let event = SessionEvent::Feedback {
+                after_samples: summary.samples,
+                label: request.label,
+                applied,
+            };
+            if !recorder.session(now, &event) {
+                hub.metrics.count_drop(DropReason::Recorder, 1);
+            }
+        }
+        if applied {
+            summary.feedback_applied += 1;
+            Metrics::add(&hub.metrics.feedback_applied, 1);
+        }
+        let version = pipeline.decoder_version();
+        if let Some(decoder) = hub
+            .hello
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .decoder
+            .as_mut()
+        {
+            decoder.version = version;
+        }
+        request.reply.push(Outgoing {
+            text: ServerMessage::Learned(protocol::Learned {
+                class: classes[request.label].clone(),
+                applied,
+                decoder_version: version,
+                seq: request.seq,
+            })
+            .to_json()
+            .into(),
+            arrived: None,
+        });
+    }
 }

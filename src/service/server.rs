@@ -1,4 +1,5 @@
-//! The HTTP side: `/ws` (the protocol), `/metrics` (Prometheus text) and `/health`.
+//! The HTTP side: `/ws` (the protocol), `/metrics` (Prometheus text), `/health`, and the
+//! dashboard (`/`, from `web/`, embedded in the binary so it needs no files at run time).
 //!
 //! Each WebSocket connection gets two tasks, as in axum's websocket example: a writer that
 //! drains the client's bounded queue onto the socket (reporting drops to the client), and a
@@ -37,6 +38,18 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 pub fn router(hub: Arc<Hub>) -> Router {
     Router::new()
+        .route(
+            "/",
+            get(|| async { asset(DASHBOARD_HTML, "text/html; charset=utf-8") }),
+        )
+        .route(
+            "/dashboard.js",
+            get(|| async { asset(DASHBOARD_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/dashboard.css",
+            get(|| async { asset(DASHBOARD_CSS, "text/css; charset=utf-8") }),
+        )
         .route("/ws", get(ws_handler))
         .route("/metrics", get(metrics_handler))
         .route("/health", get(health_handler))
@@ -55,6 +68,31 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>) -> std::io::Result<()> 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+/// The dashboard's files, compiled in so the binary serves them from anywhere.
+const DASHBOARD_HTML: &str = include_str!("../../web/index.html");
+const DASHBOARD_JS: &str = include_str!("../../web/dashboard.js");
+const DASHBOARD_CSS: &str = include_str!("../../web/dashboard.css");
+
+/// The page holds no data and no secret, so it is served without the token; the data comes
+/// over `/ws`, which checks it. The policy keeps the page to its own files and its own
+/// service (no inline script, nothing fetched from elsewhere).
+const DASHBOARD_POLICY: &str =
+    "default-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'";
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_SECURITY_POLICY, DASHBOARD_POLICY),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            // Always revalidate: an upgraded binary must not run with last version's script.
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 async fn metrics_handler(State(hub): State<Arc<Hub>>) -> Response {

@@ -5,7 +5,10 @@
 //! - [`replay`]: a [`crate::io::Recording`] emitted in chunks, at real-time pace ×N or as fast
 //!   as possible, with its events.
 //! - [`simulator`]: synthetic motor-imagery EEG with cue markers; seeded and deterministic.
+//! - [`lsl`]: a live Lab Streaming Layer stream (headset), with an optional marker stream,
+//!   loss/recovery and gap reporting.
 
+pub mod lsl;
 pub mod replay;
 pub mod simulator;
 

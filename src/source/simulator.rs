@@ -291,6 +291,19 @@ impl SimulatorConfig {
     }
 }
 
+impl Simulator {
+    /// The same simulated headset under another stream name and source id (the marker stream
+    /// follows as `NAME-markers`), e.g. to publish several on LSL.
+    pub fn renamed(mut self, name: &str, source_id: Option<&str>) -> Self {
+        let source_id = source_id.map_or_else(|| self.info.source_id.clone(), str::to_owned);
+        self.marker_info.name = format!("{name}-markers");
+        self.marker_info.source_id = format!("{source_id}-markers");
+        self.info.name = name.to_owned();
+        self.info.source_id = source_id;
+        self
+    }
+}
+
 /// Index of the sample at `seconds` (nearest), the one place times become sample counts.
 fn samples_at(seconds: f64, rate: f64) -> u64 {
     (seconds * rate).round() as u64

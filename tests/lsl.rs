@@ -1,0 +1,441 @@
+//! Live LSL end to end, against independent pylsl peers (tests/peers/*.py).
+//!
+//! Every test re-runs itself inside a fresh loopback-only network namespace with a
+//! loopback-only LSL configuration (`neurostream::loopback`), and refuses to open LSL anywhere
+//! else: liblsl's discovery must never reach a real network. Timeouts only keep a broken test
+//! from hanging; nothing asserts speed.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use neurostream::control::ControlConfig;
+use neurostream::loopback;
+use neurostream::pipeline::{Pipeline, PipelineConfig, SourceConfig};
+use neurostream::service::{Service, ServiceConfig};
+use neurostream::source::lsl::{LslConfig, StreamQuery};
+use neurostream::source::{Source, SourceItem};
+use neurostream::{epochs, evaluate};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Run `test` here when inside the loopback namespace; otherwise re-run this test binary for
+/// it inside one and return false (the outer run then only reports the inner result).
+fn inside_loopback(test: &str) -> bool {
+    if std::env::var_os(loopback::MARKER_VARIABLE).is_some() {
+        if let Err(e) = loopback::require() {
+            panic!("{e}");
+        }
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "neurostream=info".into()),
+            )
+            .with_test_writer()
+            .try_init();
+        return true;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let args: Vec<String> = [test, "--exact", "--nocapture", "--test-threads=1"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let status = loopback::command(&exe, &args)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "{test} failed inside its loopback namespace"
+    );
+    false
+}
+
+/// pylsl for the independent peers; absent → skip, or fail where the peers are required (CI).
+fn pylsl_available() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import pylsl"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        let message = "python3 with pylsl not found (pip install pylsl)";
+        if std::env::var("NEUROSTREAM_REQUIRE_DATA").is_ok_and(|v| v == "1") {
+            panic!("{message}");
+        }
+        eprintln!("SKIPPED: {message}");
+    }
+    ok
+}
+
+fn peer_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(name)
+}
+
+/// A pylsl process streaming an EDF file; killed (SIGKILL) on drop.
+struct EdfPeer(Child);
+
+impl EdfPeer {
+    fn start(edf: &Path, name: &str, source_id: &str, extra: &[&str]) -> EdfPeer {
+        let mut child = Command::new("python3")
+            .arg(peer_script("edf_outlet.py"))
+            .arg(edf)
+            .args(["--name", name, "--source-id", source_id])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("ready"), "peer said {line:?}");
+        EdfPeer(child)
+    }
+
+    fn kill(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for EdfPeer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", std::process::id())
+}
+
+fn lsl_config(name: &str) -> LslConfig {
+    LslConfig {
+        name: Some(name.to_owned()),
+        stall_seconds: 1.0,
+        resolve_timeout_seconds: 10.0,
+        markers: Some(StreamQuery {
+            name: Some(format!("{name}-markers")),
+            ..StreamQuery::default()
+        }),
+        ..LslConfig::default()
+    }
+}
+
+/// pylsl streams S001R04.edf in volts with a marker stream; our inlet reads the channel
+/// labels, converts to µV, lines markers up with samples, and a resolve that finds nothing
+/// names what it saw.
+#[test]
+fn pylsl_edf_outlet_into_our_inlet() {
+    let Some(edf) = common::eegmmidb_file("S001", 4) else {
+        return;
+    };
+    if !pylsl_available() || !inside_loopback("pylsl_edf_outlet_into_our_inlet") {
+        return;
+    }
+    let recording = neurostream::io::open(&edf).unwrap();
+    let file = recording.primary_signal().unwrap();
+    let name = unique("ns-inlet");
+    let _peer = EdfPeer::start(&edf, &name, &format!("{name}-id"), &["--unit", "V"]);
+
+    let wrong = LslConfig {
+        name: Some("no-such-stream".into()),
+        resolve_timeout_seconds: 1.0,
+        ..LslConfig::default()
+    };
+    let message = wrong.build().unwrap_err().to_string();
+    assert!(message.contains("no-such-stream"), "{message}");
+    assert!(
+        message.contains(&name),
+        "the streams seen are listed: {message}"
+    );
+
+    let mut source = lsl_config(&name).build().unwrap();
+    let info = source.stream_info().clone();
+    assert_eq!(info.channel_count(), 64);
+    assert_eq!(info.nominal_rate, 160.0);
+    assert!(
+        info.labels().eq(file.info.labels()),
+        "labels from the description"
+    );
+    assert!(info.channels.iter().all(|c| c.unit == "uV"));
+
+    let mut frames: Vec<Vec<f32>> = Vec::new();
+    let mut stamps = Vec::new();
+    let mut events = Vec::new();
+    let started = Instant::now();
+    while stamps.len() < 6 * 160 {
+        assert!(started.elapsed() < PATIENCE, "not enough samples");
+        match source.next_item().unwrap().unwrap() {
+            SourceItem::Chunk(chunk) => {
+                for s in 0..chunk.samples() {
+                    frames.push((0..64).map(|c| chunk.channel(c)[s]).collect());
+                }
+                stamps.extend_from_slice(chunk.timestamps());
+            }
+            SourceItem::Events(e) => events.extend(e),
+            SourceItem::Status(status) => panic!("unexpected {status:?}"),
+        }
+    }
+    // Find where in the file the inlet joined, then every value must match the file (sent as
+    // volts in float32, back to µV here).
+    let column = |c: usize| file.channel(c).unwrap();
+    let start = (0..file.sample_count() - frames.len())
+        .find(|&s| (0..64).all(|c| (column(c)[s] - frames[0][c]).abs() <= 1e-3))
+        .expect("first received frame found in the file");
+    for (k, frame) in frames.iter().enumerate() {
+        for (c, value) in frame.iter().enumerate() {
+            let expected = column(c)[start + k];
+            assert!(
+                (value - expected).abs() <= 1e-5 * expected.abs().max(1.0),
+                "sample {k} channel {c}: {value} vs {expected}"
+            );
+        }
+    }
+    // Timestamps: one per sample period, on this machine's LSL clock.
+    for pair in stamps.windows(2) {
+        assert!((pair[1] - pair[0] - 1.0 / 160.0).abs() < 0.02, "{pair:?}");
+    }
+    assert!((lsl::local_clock() - stamps.last().unwrap()).abs() < 1.0);
+    // Markers carry the file's cue labels, each on a sample instant of the stream.
+    assert!(!events.is_empty(), "markers arrived within 6 s");
+    for event in &events {
+        assert!(
+            ["T0", "T1", "T2"].contains(&event.label.as_str()),
+            "{event:?}"
+        );
+        let nearest = stamps
+            .iter()
+            .map(|t| (t - event.onset).abs())
+            .fold(f64::INFINITY, f64::min);
+        assert!(
+            nearest < 1e-3,
+            "{event:?} is {nearest} s from the nearest sample"
+        );
+        let file_onset = (event.onset - stamps[0]) + (start as f64) / 160.0;
+        assert!(
+            recording
+                .events()
+                .iter()
+                .any(|e| e.label == event.label && (e.onset - file_onset).abs() < 0.02),
+            "{event:?} (file time {file_onset}) is one of the file's annotations"
+        );
+    }
+    eprintln!(
+        "inlet: {} samples from file sample {start}, {} markers",
+        stamps.len(),
+        events.len()
+    );
+}
+
+/// Our outlet (`simulate --lsl`'s publisher) read by an independent pylsl inlet.
+#[test]
+fn our_outlet_into_pylsl_inlet() {
+    if !pylsl_available() || !inside_loopback("our_outlet_into_pylsl_inlet") {
+        return;
+    }
+    let name = unique("ns-outlet");
+    let config = neurostream::source::simulator::SimulatorConfig {
+        duration_seconds: Some(8.0),
+        speed: 1.0,
+        ..Default::default()
+    };
+    let mut source = config.build().unwrap().renamed(&name, None);
+    let labels: Vec<String> = source.stream_info().labels().map(str::to_owned).collect();
+    let publisher = std::thread::spawn(move || {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        neurostream::publish::run(&mut source, &stop, |_| {}).unwrap()
+    });
+    let output = Command::new("python3")
+        .arg(peer_script("lsl_inlet.py"))
+        .args([&name, "320"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["channel_count"], 16);
+    assert_eq!(summary["rate"], 160.0);
+    assert_eq!(summary["samples"], 320);
+    let seen: Vec<&str> = summary["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(seen, labels);
+    let span = summary["span"].as_f64().unwrap();
+    assert!((span - 319.0 / 160.0).abs() < 0.05, "span {span}");
+    let published = publisher.join().unwrap();
+    assert_eq!(published.samples, 8 * 160);
+    assert!(published.markers >= 1);
+}
+
+/// The whole service: a pylsl EDF outlet, our inlet, the decoder, WebSocket commands; the
+/// outlet is killed and restarted with the same source id (loss, recovery, commands resume
+/// without a restart), then restarted with fewer channels (refused, named).
+#[test]
+fn service_decodes_pylsl_stream_and_survives_outlet_restarts() {
+    let Some(edf) = common::eegmmidb_file("S001", 4) else {
+        return;
+    };
+    if !pylsl_available()
+        || !inside_loopback("service_decodes_pylsl_stream_and_survives_outlet_restarts")
+    {
+        return;
+    }
+    let name = unique("ns-service");
+    let source_id = format!("{name}-id");
+    let peer = EdfPeer::start(&edf, &name, &source_id, &[]);
+
+    let mut config = PipelineConfig::from_file(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/live_lsl.toml"),
+    )
+    .unwrap();
+    config.source = SourceConfig::Lsl(lsl_config(&name));
+    // A command for every decision window: no threshold, no dwell, no refractory time, and
+    // every class (rest too) sends one.
+    config.control = ControlConfig {
+        commands: Vec::new(),
+        threshold: 0.0,
+        dwell: 1,
+        refractory_seconds: 0.0,
+    };
+    let calibration = epochs::cut(&neurostream::io::open(&edf).unwrap(), &config).unwrap();
+    let model = evaluate::train(&config, &calibration, vec!["S001R04".into()]).unwrap();
+    let source = config.source.build().unwrap();
+    let pipeline = Pipeline::build(&config, source.stream_info(), Some(model)).unwrap();
+    let controller = config.control.build(pipeline.class_names()).unwrap();
+    let hop = config.features.hop_seconds;
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let service = Service::start(
+            ServiceConfig {
+                bind: "127.0.0.1:0".parse().unwrap(),
+                ..ServiceConfig::default()
+            },
+            source,
+            pipeline,
+            Some(controller),
+        )
+        .await
+        .unwrap();
+        let url = format!("ws://{}/ws", service.local_addr());
+        let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let hello = next_json(&mut socket).await;
+        assert_eq!(hello["type"], "hello");
+        assert_eq!(hello["stream"]["channel_count"], 64);
+        assert_eq!(hello["stream"]["rate"], 160.0);
+
+        // 1. Commands, one per decision window, with sane timestamps.
+        let first = commands(&mut socket, 30).await;
+        for pair in first.windows(2) {
+            assert_eq!(pair[1].seq, pair[0].seq + 1, "no window without a command");
+            let step = pair[1].timestamp - pair[0].timestamp;
+            assert!(
+                (step - hop).abs() < 0.02,
+                "windows {hop} s apart, got {step}"
+            );
+        }
+        for command in &first {
+            assert!(
+                (command.received_lsl - command.timestamp).abs() < 1.0,
+                "{command:?}"
+            );
+            assert!(command.latency_ms >= 0.0 && command.latency_ms < 1000.0);
+        }
+
+        // 2. The outlet dies: reported; it comes back with the same source id: reported,
+        // and commands resume on the same connection.
+        peer.kill();
+        let lost = status(&mut socket, "stream_lost").await;
+        eprintln!("lost: {lost}");
+        let restarted_at = lsl::local_clock();
+        let peer = EdfPeer::start(&edf, &name, &source_id, &[]);
+        status(&mut socket, "stream_regained").await;
+        let resumed = commands(&mut socket, 10).await;
+        assert!(resumed[0].seq > first.last().unwrap().seq);
+        assert!(resumed.iter().all(|c| c.timestamp > restarted_at));
+
+        // 3. It comes back with 32 channels: refused, and the reason says why.
+        peer.kill();
+        status(&mut socket, "stream_lost").await;
+        let _narrow = EdfPeer::start(&edf, &name, &source_id, &["--channels", "32"]);
+        let refused = status(&mut socket, "stream_lost").await;
+        let reason = refused["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("32 channels"), "{refused}");
+
+        let metrics = service.metrics().render();
+        assert!(metrics.contains("neurostream_commands_out_total"));
+        service.shutdown().trigger();
+        let summary = service.wait().await.unwrap();
+        assert!(summary.commands >= 40);
+        eprintln!(
+            "service: {} windows, {} commands; refused: {reason}",
+            summary.windows, summary.commands
+        );
+    });
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn next_json(socket: &mut Socket) -> Value {
+    loop {
+        match tokio::time::timeout(PATIENCE, socket.next())
+            .await
+            .expect("no message in time")
+            .expect("connection ended")
+            .unwrap()
+        {
+            Message::Text(text) => return serde_json::from_str(text.as_str()).unwrap(),
+            Message::Close(frame) => panic!("closed: {frame:?}"),
+            _ => {}
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Received {
+    seq: u64,
+    timestamp: f64,
+    latency_ms: f64,
+    received_lsl: f64,
+}
+
+/// The next `n` commands (other messages skipped, a status other than samples_dropped fails).
+async fn commands(socket: &mut Socket, n: usize) -> Vec<Received> {
+    let mut received = Vec::new();
+    while received.len() < n {
+        let message = next_json(socket).await;
+        match message["type"].as_str() {
+            Some("command") => received.push(Received {
+                seq: message["seq"].as_u64().unwrap(),
+                timestamp: message["timestamp"].as_f64().unwrap(),
+                latency_ms: message["latency_ms"].as_f64().unwrap(),
+                received_lsl: lsl::local_clock(),
+            }),
+            Some("status") => panic!("unexpected status while decoding: {message}"),
+            _ => {}
+        }
+    }
+    received
+}
+
+/// The next status message with this event (commands in between are skipped).
+async fn status(socket: &mut Socket, event: &str) -> Value {
+    loop {
+        let message = next_json(socket).await;
+        if message["type"] == "status" && message["event"] == event {
+            return message;
+        }
+    }
+}
