@@ -227,7 +227,12 @@ impl Recorder {
         commands: bool,
     ) -> Result<Recorder> {
         let path = config.path.clone();
-        let mut file = File::create(&path).map_err(|e| Error::io(&path, e))?;
+        let mut file = File::create(&path).map_err(|e| {
+            Error::Other(format!(
+                "cannot create the recording {}: {e}",
+                path.display()
+            ))
+        })?;
         let header = format!(
             "<datetime>{}</datetime>{}",
             utc_now_iso8601(),

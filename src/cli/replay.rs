@@ -155,6 +155,16 @@ fn print_commands(
 ) -> Result<()> {
     use std::io::Write;
     let own = args.pipeline.is_none() && args.model.is_none();
+    if model.is_none() {
+        return Err(neurostream::Error::config(
+            "--commands",
+            format!(
+                "{} is not a neurostream recording with a model and no --model was given: \
+                 commands need a trained decoder",
+                args.file.display()
+            ),
+        ));
+    }
     let recorded = match recorded {
         Some(recorded) => recorded,
         None => neurostream::record::SessionRecording {
