@@ -33,6 +33,8 @@ enum Command {
     Train(cli::train::TrainArgs),
     /// Cross-validated, held-out or online accuracy of pipelines, per subject.
     Evaluate(cli::evaluate::EvaluateArgs),
+    /// Download EEGMMIDB subjects from PhysioNet into a local cache, checking SHA-256 sums.
+    Fetch(cli::fetch::FetchArgs),
     /// Check a pipeline file without running it.
     Check(cli::check::CheckArgs),
 }
@@ -51,6 +53,7 @@ fn main() -> std::process::ExitCode {
         Command::Simulate(args) => cli::simulate::run(args),
         Command::Run(args) => cli::run::run(args),
         Command::Demo(args) => cli::demo::run(args),
+        Command::Fetch(args) => cli::fetch::run(args),
         Command::Listen(args) => cli::listen::run(args),
         Command::Check(args) => cli::check::run(args),
         Command::Train(args) => cli::train::run(args),
