@@ -31,6 +31,8 @@ enum Command {
     Train(cli::train::TrainArgs),
     /// Cross-validated, held-out or online accuracy of pipelines, per subject.
     Evaluate(cli::evaluate::EvaluateArgs),
+    /// Search a pipeline's knobs (GA or simulated annealing) for the best CV score; write it.
+    Tune(cli::tune::TuneArgs),
     /// Check a pipeline file without running it.
     Check(cli::check::CheckArgs),
 }
@@ -52,6 +54,7 @@ fn main() -> std::process::ExitCode {
         Command::Check(args) => cli::check::run(args),
         Command::Train(args) => cli::train::run(args),
         Command::Evaluate(args) => cli::evaluate::run(args),
+        Command::Tune(args) => cli::tune::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

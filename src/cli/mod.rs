@@ -8,6 +8,7 @@ pub mod listen;
 pub mod replay;
 pub mod simulate;
 pub mod train;
+pub mod tune;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
