@@ -208,7 +208,7 @@ fn a_malformed_search_space_is_refused_before_any_recording_is_opened() {
         std::fs::write(&space, format!("[genes]\n{gene}\n")).unwrap();
         let out = neurostream()
             .args(["tune", "--pipeline"])
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/mi_tangent_lda.toml"))
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/mi_csp_lda.toml"))
             .arg("--space")
             .arg(&space)
             .args(["--recording", "/nonexistent/S001R04.edf", "--out"])
@@ -228,7 +228,7 @@ fn a_malformed_search_space_is_refused_before_any_recording_is_opened() {
 
 fn base_pipeline() -> PipelineConfig {
     PipelineConfig::from_file(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/mi_tangent_lda.toml"),
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/mi_csp_lda.toml"),
     )
     .unwrap()
 }
@@ -282,7 +282,7 @@ fn tune_in(dir: &Path, recordings: &[PathBuf]) -> (String, serde_json::Value) {
     let out = dir.join("tuned.toml");
     let status = neurostream()
         .args(["tune", "--pipeline"])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/mi_tangent_lda.toml"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/mi_csp_lda.toml"))
         .arg("--space")
         .arg(&space)
         .arg("--recording")

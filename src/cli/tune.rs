@@ -99,6 +99,8 @@ pub fn run(args: TuneArgs) -> Result<()> {
         seed: args.seed,
         budget,
         patience: args.patience,
+        // Two elites keep the best genome safe from a lucky fold draw; tiny populations keep one.
+        elite: Settings::default().elite.min(args.population.saturating_sub(1)).max(1),
         ..Settings::default()
     };
     settings.check()?;
@@ -160,10 +162,14 @@ pub fn run(args: TuneArgs) -> Result<()> {
     let base_cv = base_evaluation.as_ref().ok().map(|e| e.cv);
     let folds = space.fitness.folds.unwrap_or(base.training.folds);
     let stop = serde_json::to_value(outcome.stop).expect("stop reason");
+    let repeats = match space.fitness.repeats {
+        1 => String::new(),
+        n => format!(" × {n} repeats"),
+    };
     let header = format!(
         "# Tuned by `neurostream tune` from {} with search space {}\n\
          # on {} ({} trials). Only these recordings were read.\n\
-         # Score: {folds}-fold CV {metric} {:.4} (base pipeline {}); estimated compute {:.4} Gop/s,\n\
+         # Score: {folds}-fold CV{repeats} {metric} {:.4} (base pipeline {}); estimated compute {:.4} Gop/s,\n\
          #   compute_weight {}.\n\
          # Search: method {method}, seed {}, population {}, {} of at most {} generations (stopped: {}),\n\
          #   {} distinct genomes scored{}.\n\

@@ -1,6 +1,7 @@
 //! The fitness of a pipeline: its stratified k-fold cross-validated ROC-AUC or accuracy on the
 //! calibration recordings (the same folds, fitting and prediction as
-//! [`crate::evaluate::cross_validate`]), minus an optional penalty on its estimated compute.
+//! [`crate::evaluate::cross_validate`]; optionally averaged over repeated splits), minus an
+//! optional penalty on its estimated compute.
 //!
 //! Most of a genome's cost is in its front end: filtering whole recordings and cutting epochs,
 //! then fitting the feature stage (CSP filters, the tangent-space reference) in each fold.
@@ -186,7 +187,11 @@ impl<'a> PipelineObjective<'a> {
             for part in parts {
                 pooled.append(part)?;
             }
-            let folds = stratified_kfold(&pooled.labels, self.folds, config.training.seed)?;
+            let mut folds = Vec::new();
+            for repeat in 0..self.space.fitness.repeats as u64 {
+                let seed = config.training.seed.wrapping_add(repeat);
+                folds.extend(stratified_kfold(&pooled.labels, self.folds, seed)?);
+            }
             Ok(Calibration {
                 epochs: pooled,
                 folds,

@@ -6,6 +6,7 @@
 //! [fitness]
 //! metric = "auc"            # "auc" (two classes) or "accuracy"
 //! folds = 5                 # default: the base pipeline's training.folds
+//! repeats = 1               # k-fold splits with seeds training.seed, +1, ... (averaged)
 //! compute_weight = 0.0      # score penalty per estimated giga-operation per second of stream
 //!
 //! [genes]
@@ -387,6 +388,9 @@ pub struct FitnessConfig {
     pub metric: Metric,
     /// Cross-validation folds; `None`: the base pipeline's `training.folds`.
     pub folds: Option<usize>,
+    /// Repetitions of the k-fold split with seeds `training.seed`, `+1`, ...: on a few dozen
+    /// trials one split's score is noisy enough for a search to chase the noise.
+    pub repeats: usize,
     /// Score subtracted per estimated giga-operation per second of stream (0: no penalty).
     pub compute_weight: f64,
 }
@@ -396,6 +400,7 @@ impl Default for FitnessConfig {
         FitnessConfig {
             metric: Metric::Auc,
             folds: None,
+            repeats: 1,
             compute_weight: 0.0,
         }
     }
@@ -446,6 +451,12 @@ impl SearchSpace {
                     "fitness.folds = {folds} is out of range; allowed: 2..=50"
                 ));
             }
+        }
+        if !(1..=20).contains(&file.fitness.repeats) {
+            return bad(format!(
+                "fitness.repeats = {} is out of range; allowed: 1..=20",
+                file.fitness.repeats
+            ));
         }
         let weight = file.fitness.compute_weight;
         if !(weight.is_finite() && weight >= 0.0) {
