@@ -100,7 +100,10 @@ pub fn run(args: TuneArgs) -> Result<()> {
         budget,
         patience: args.patience,
         // Two elites keep the best genome safe from a lucky fold draw; tiny populations keep one.
-        elite: Settings::default().elite.min(args.population.saturating_sub(1)).max(1),
+        elite: Settings::default()
+            .elite
+            .min(args.population.saturating_sub(1))
+            .max(1),
         ..Settings::default()
     };
     settings.check()?;
@@ -238,7 +241,7 @@ pub fn run(args: TuneArgs) -> Result<()> {
         write(plot, &tune::plot::fitness_svg(&outcome.generations, &title))?;
     }
     println!(
-        "tuned ({method}, seed {}): {folds}-fold CV {metric} {:.4} (base {}) after {} generation(s), {} genomes, {:.1} s → {}",
+        "tuned ({method}, seed {}): {folds}-fold CV{repeats} {metric} {:.4} (base {}) after {} generation(s), {} genomes, {:.1} s → {}",
         args.seed,
         evaluation.cv,
         base_cv.map_or("-".into(), |v| format!("{v:.4}")),
