@@ -149,14 +149,15 @@ pub fn run(args: TuneArgs) -> Result<()> {
         Method::Ga => "ga",
         Method::Anneal => "anneal",
     };
+    // The base description names the base's structure, which the search may have changed.
     tuned.description = format!(
-        "{} (tuned: {method}, seed {})",
+        "tuned by neurostream tune ({method}, seed {}) from: {}",
+        args.seed,
         if base.description.is_empty() {
-            "pipeline"
+            args.pipeline.display().to_string()
         } else {
-            &base.description
-        },
-        args.seed
+            base.description.clone()
+        }
     );
     let evaluation = objective
         .evaluate_config(&tuned)
