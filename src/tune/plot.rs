@@ -46,7 +46,7 @@ pub fn fitness_svg(log: &[GenerationLog], title: &str) -> String {
         svg,
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>
-<text x="{MARGIN}" y="24" font-size="14">{escaped}</text>
+<text x="{MARGIN}" y="20" font-size="14">{escaped}</text>
 <line x1="{MARGIN}" y1="{b}" x2="{r}" y2="{b}" stroke="black"/>
 <line x1="{MARGIN}" y1="{MARGIN}" x2="{MARGIN}" y2="{b}" stroke="black"/>
 <text x="{MARGIN}" y="{lx}" text-anchor="middle">0</text>
@@ -56,8 +56,8 @@ pub fn fitness_svg(log: &[GenerationLog], title: &str) -> String {
 <text x="{ly}" y="{MARGIN}" text-anchor="end">{high:.3}</text>
 <polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{best}"/>
 <polyline fill="none" stroke="#ff7f0e" stroke-width="1.5" stroke-dasharray="4 3" points="{mean}"/>
-<text x="{r}" y="{MARGIN}" text-anchor="end" fill="#1f77b4">best so far</text>
-<text x="{r}" y="{legend2}" text-anchor="end" fill="#ff7f0e">generation mean</text>
+<text x="{legend1}" y="{legend_y}" text-anchor="end" fill="#1f77b4">best so far</text>
+<text x="{r}" y="{legend_y}" text-anchor="end" fill="#ff7f0e">generation mean</text>
 </svg>
 "##,
         b = HEIGHT - MARGIN,
@@ -65,7 +65,9 @@ pub fn fitness_svg(log: &[GenerationLog], title: &str) -> String {
         lx = HEIGHT - MARGIN + 16.0,
         ly = MARGIN - 4.0,
         mid = WIDTH / 2.0,
-        legend2 = MARGIN + 16.0,
+        // The legend sits between the title and the plot, where no line can cross it.
+        legend1 = WIDTH - MARGIN - 110.0,
+        legend_y = MARGIN - 10.0,
         best = line(|g| g.best),
         mean = line(|g| g.mean),
     );

@@ -38,9 +38,7 @@ use crate::decoder::mlp::MlpConfig;
 use crate::decoder::svm::{Gamma, Kernel, SvmConfig};
 use crate::decoder::DecoderConfig;
 use crate::error::{Error, Result};
-use crate::features::band_power::{Band, BandPowerConfig};
-use crate::features::csp::CspConfig;
-use crate::features::tangent_space::TangentSpaceConfig;
+use crate::features::band_power::Band;
 use crate::pipeline::config::MAX_WINDOW_SECONDS;
 use crate::pipeline::PipelineConfig;
 use crate::preprocess::{BandpassConfig, Reference};
@@ -220,7 +218,7 @@ pub const MUTATION_SCALE: f64 = 0.15;
 impl Gene {
     pub fn sample(&self, rng: &mut impl Rng) -> Allele {
         match &self.domain {
-            Domain::Real { .. } => Allele::Real(self.from_unit(rng.gen::<f64>())),
+            Domain::Real { .. } => Allele::Real(self.value_at(rng.gen::<f64>())),
             Domain::Integer { low, high } => Allele::Integer(rng.gen_range(*low..=*high)),
             Domain::Choice(names) => Allele::Choice(rng.gen_range(0..names.len())),
         }
@@ -240,9 +238,9 @@ impl Gene {
     }
 
     /// The real value at `u` in `[0, 1]`, rounded to the step and kept inside the range.
-    fn from_unit(&self, u: f64) -> f64 {
+    fn value_at(&self, u: f64) -> f64 {
         let Domain::Real { low, high, log, .. } = self.domain else {
-            unreachable!("from_unit on a real gene only")
+            unreachable!("value_at on a real gene only")
         };
         let u = u.clamp(0.0, 1.0);
         let x = if log {
@@ -281,7 +279,7 @@ impl Gene {
         let normal: f64 = StandardNormal.sample(rng);
         match (&self.domain, allele) {
             (Domain::Real { .. }, Allele::Real(x)) => {
-                Allele::Real(self.from_unit(self.to_unit(x) + scale * normal))
+                Allele::Real(self.value_at(self.to_unit(x) + scale * normal))
             }
             (Domain::Integer { low, high }, Allele::Integer(i)) => {
                 let span = (high - low) as f64;
@@ -311,7 +309,7 @@ impl Gene {
         match (&self.domain, a, b) {
             (Domain::Real { .. }, Allele::Real(x), Allele::Real(y)) => {
                 let (u, v) = (self.to_unit(x), self.to_unit(y));
-                Allele::Real(self.from_unit(u + weight * (v - u)))
+                Allele::Real(self.value_at(u + weight * (v - u)))
             }
             (Domain::Integer { low, high }, Allele::Integer(x), Allele::Integer(y)) => {
                 let blended = x as f64 + weight * (y - x) as f64;
@@ -778,14 +776,11 @@ impl SearchSpace {
                     let csp = f.csp.take();
                     let tangent_space = f.tangent_space.take();
                     match choice {
-                        "csp" => f.csp = Some(csp.unwrap_or_else(CspConfig::default)),
+                        "csp" => f.csp = Some(csp.unwrap_or_default()),
                         "tangent_space" => {
-                            f.tangent_space =
-                                Some(tangent_space.unwrap_or_else(TangentSpaceConfig::default))
+                            f.tangent_space = Some(tangent_space.unwrap_or_default())
                         }
-                        _ => {
-                            f.band_power = Some(band_power.unwrap_or_else(BandPowerConfig::default))
-                        }
+                        _ => f.band_power = Some(band_power.unwrap_or_default()),
                     }
                 }
                 Knob::Decoder => {
