@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use neurostream::pipeline::PipelineConfig;
+use neurostream::source::Source;
 use neurostream::tune::fitness::PipelineObjective;
 use neurostream::tune::space::Knob;
 use neurostream::tune::{self, Allele, Genome, Method, Objective, Outcome, SearchSpace, Settings};
@@ -280,7 +281,7 @@ fn tune_in(dir: &Path, recordings: &[PathBuf]) -> (String, serde_json::Value) {
     let space = dir.join("space.toml");
     std::fs::write(&space, SMALL_SPACE).unwrap();
     let out = dir.join("tuned.toml");
-    let status = neurostream()
+    let run = neurostream()
         .args(["tune", "--pipeline"])
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/mi_csp_lda.toml"))
         .arg("--space")
@@ -299,9 +300,13 @@ fn tune_in(dir: &Path, recordings: &[PathBuf]) -> (String, serde_json::Value) {
         .arg(&out)
         .arg("--plot")
         .arg(dir.join("fitness.svg"))
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success());
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let tuned = std::fs::read_to_string(&out).unwrap();
     let log: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("tuned.log.json")).unwrap())
@@ -359,4 +364,51 @@ fn tune_writes_a_loadable_pipeline_and_never_reads_the_held_back_run() {
     assert!(std::fs::read_to_string(poisoned.join("fitness.svg"))
         .unwrap()
         .starts_with("<svg"));
+}
+
+#[test]
+fn every_shipped_search_space_loads_and_makes_pipelines_that_build() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sim = neurostream::source::simulator::SimulatorConfig {
+        montage: neurostream::source::simulator::Montage::Eegmmidb64,
+        ..Default::default()
+    };
+    let stream = sim.build().unwrap();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(root.join("pipelines/spaces")).unwrap() {
+        let path = entry.unwrap().path();
+        let space = SearchSpace::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        for base in ["mi_csp_lda.toml", "mi_tangent_lda.toml"] {
+            let base = PipelineConfig::from_file(&root.join("pipelines").join(base)).unwrap();
+            // The search starts from the base pipeline itself.
+            let start = space.genome_of(&base);
+            assert_eq!(
+                space.apply(&base, &start).unwrap(),
+                base,
+                "{}",
+                path.display()
+            );
+            // Every choice of every choice gene (channel sets included) builds on the
+            // 64-channel EEGMMIDB montage (preprocessing, window, decoder: the fitted feature
+            // stages need calibration data, which the other tests give them).
+            for (g, gene) in space.genes.iter().enumerate() {
+                if let tune::space::Domain::Choice(names) = &gene.domain {
+                    for c in 0..names.len() {
+                        let mut genome = start.clone();
+                        genome.0[g] = Allele::Choice(c);
+                        let config = space.apply(&base, &genome).unwrap();
+                        let info = stream.stream_info();
+                        let built = config
+                            .preprocess
+                            .build(info)
+                            .and_then(|_| config.features.window_and_hop(info.nominal_rate))
+                            .and_then(|_| config.decoder.as_ref().unwrap().build(2));
+                        built.unwrap_or_else(|e| panic!("{} {}: {e}", gene.knob, names[c]));
+                    }
+                }
+            }
+        }
+        seen += 1;
+    }
+    assert!(seen > 0);
 }
