@@ -393,7 +393,7 @@ fn every_shipped_search_space_loads_and_makes_pipelines_that_build() {
             // stages need calibration data, which the other tests give them).
             for (g, gene) in space.genes.iter().enumerate() {
                 if let tune::space::Domain::Choice(names) = &gene.domain {
-                    for c in 0..names.len() {
+                    for (c, name) in names.iter().enumerate() {
                         let mut genome = start.clone();
                         genome.0[g] = Allele::Choice(c);
                         let config = space.apply(&base, &genome).unwrap();
@@ -403,7 +403,7 @@ fn every_shipped_search_space_loads_and_makes_pipelines_that_build() {
                             .build(info)
                             .and_then(|_| config.features.window_and_hop(info.nominal_rate))
                             .and_then(|_| config.decoder.as_ref().unwrap().build(2));
-                        built.unwrap_or_else(|e| panic!("{} {}: {e}", gene.knob, names[c]));
+                        built.unwrap_or_else(|e| panic!("{} {name}: {e}", gene.knob));
                     }
                 }
             }
