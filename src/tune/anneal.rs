@@ -70,7 +70,7 @@ pub(super) fn run(
     let mut since_improvement = 0;
     let mut stop = StopReason::Generations;
     let mut step = 0;
-    'blocks: for generation in 0..settings.generations {
+    for generation in 0..settings.generations {
         let mut block_scores = Vec::new();
         let (mut evaluated, mut repeated, mut failed, mut accepted) = (0, 0, 0, 0);
         let mut failure = None;
@@ -102,52 +102,38 @@ pub(super) fn run(
                     best = (current.clone(), score);
                 }
             }
-            if clock.out_of_time() {
-                stop = StopReason::Budget;
-                log_block(
-                    &mut log,
-                    on_generation,
-                    GenerationLog {
-                        generation,
-                        best: best.1,
-                        generation_best: block_best,
-                        mean: mean_of(&block_scores),
-                        evaluated,
-                        repeated,
-                        failed,
-                        failure,
-                        temperature: Some(temperature),
-                        accepted: Some(accepted),
-                        elapsed_seconds: clock.elapsed(),
-                    },
-                );
-                break 'blocks;
-            }
         }
-        log_block(
-            &mut log,
-            on_generation,
-            GenerationLog {
-                generation,
-                best: best.1,
-                generation_best: block_best,
-                mean: mean_of(&block_scores),
-                evaluated,
-                repeated,
-                failed,
-                failure,
-                temperature: Some(temperature),
-                accepted: Some(accepted),
-                elapsed_seconds: clock.elapsed(),
-            },
-        );
+        let entry = GenerationLog {
+            generation,
+            best: best.1,
+            generation_best: block_best,
+            mean: mean_of(&block_scores),
+            evaluated,
+            repeated,
+            failed,
+            failure,
+            temperature: Some(temperature),
+            accepted: Some(accepted),
+            elapsed_seconds: clock.elapsed(),
+        };
+        on_generation(&entry);
+        log.push(entry);
         if best.1 > best_before + IMPROVEMENT {
             since_improvement = 0;
         } else {
             since_improvement += 1;
         }
-        if generation + 1 < settings.generations && since_improvement >= settings.patience {
+        if generation + 1 == settings.generations {
+            break;
+        }
+        if since_improvement >= settings.patience {
             stop = StopReason::Stagnation;
+            break;
+        }
+        // Checked between blocks, as the GA checks between generations: a run stopped by the
+        // clock is then re-run exactly with `generations` set to its block count.
+        if clock.out_of_time() {
+            stop = StopReason::Budget;
             break;
         }
     }
@@ -159,13 +145,4 @@ pub(super) fn run(
         evaluations: memo.scores.len(),
         stop,
     })
-}
-
-fn log_block(
-    log: &mut Vec<GenerationLog>,
-    on_generation: &mut dyn FnMut(&GenerationLog),
-    entry: GenerationLog,
-) {
-    on_generation(&entry);
-    log.push(entry);
 }

@@ -62,7 +62,7 @@ pub struct Settings {
     /// GA: genomes per generation; annealing: steps per block.
     pub population: usize,
     pub seed: u64,
-    /// Stop after the generation during which this much wall time has passed.
+    /// Stop after the generation (annealing: block) during which this much wall time passed.
     #[serde(serialize_with = "seconds")]
     pub budget: Option<Duration>,
     /// Stop after this many generations without a better best score.
