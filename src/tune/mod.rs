@@ -4,11 +4,12 @@
 //!
 //! Both optimisers are written here rather than taken from a crate. The genomes mix real
 //! (optionally log-scale and stepped), integer and categorical genes, and each gene type needs
-//! its own crossover and mutation; genetic_algorithm 0.28 builds a genotype from one gene type,
-//! and argmin 0.11's simulated annealing asks for one cost value at a time, which leaves no
-//! place for evaluating a generation's genomes in parallel while keeping the result a pure
-//! function of the seed. Each optimiser is about a hundred lines and is tested on functions
-//! with a known optimum (`tests/tune.rs`).
+//! its own crossover and mutation; a genotype of genetic_algorithm 0.28 has one allele type.
+//! argmin 0.11's simulated annealing would still need that mixed-gene neighbourhood written
+//! for it (its `Anneal` trait), plus glue for the memo of scored genomes, the shared
+//! per-generation log and the wall-time budget; the chain here reuses the GA's operators and
+//! all of that. Each optimiser is under 200 lines and is tested on a function with a known
+//! optimum (`tests/tune.rs`).
 //!
 //! Reproducibility: every random decision is taken on the calling thread from one ChaCha RNG
 //! seeded with [`Settings::seed`]; only evaluations run in parallel, and their results are
