@@ -35,6 +35,7 @@
 //!   preprocessing the live pipeline runs.
 //! - [`evaluate`]: fitting, cross-validation, held-out and online (plastic vs frozen)
 //!   evaluation.
+//! - [`tune`]: genetic-algorithm or simulated-annealing search over a pipeline's knobs, by CV.
 //! - [`model`]: model files (fitted feature stage + decoder + the pipeline fingerprint).
 //! - [`control`]: class probabilities → device commands (confidence threshold, dwell,
 //!   refractory time, a rest class that sends nothing).
@@ -71,5 +72,6 @@ pub mod record;
 pub mod service;
 pub mod source;
 pub mod stream;
+pub mod tune;
 
 pub use error::{Error, Result};

@@ -35,6 +35,8 @@ enum Command {
     Evaluate(cli::evaluate::EvaluateArgs),
     /// Download EEGMMIDB subjects from PhysioNet into a local cache, checking SHA-256 sums.
     Fetch(cli::fetch::FetchArgs),
+    /// Search a pipeline's knobs (GA or simulated annealing) for the best CV score; write it.
+    Tune(cli::tune::TuneArgs),
     /// Check a pipeline file without running it.
     Check(cli::check::CheckArgs),
 }
@@ -58,6 +60,7 @@ fn main() -> std::process::ExitCode {
         Command::Check(args) => cli::check::run(args),
         Command::Train(args) => cli::train::run(args),
         Command::Evaluate(args) => cli::evaluate::run(args),
+        Command::Tune(args) => cli::tune::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

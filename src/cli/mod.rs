@@ -10,6 +10,7 @@ pub mod replay;
 pub mod run;
 pub mod simulate;
 pub mod train;
+pub mod tune;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
