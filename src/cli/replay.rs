@@ -50,6 +50,10 @@ pub struct ReplayArgs {
     /// pipeline and model, fail unless they equal the recorded commands.
     #[arg(long, conflicts_with = "serve")]
     pub commands: bool,
+    /// Publish the recording's signal and markers as LSL outlets in real time (like MNE-LSL's
+    /// player) instead of processing it, so other LSL tools can consume it.
+    #[arg(long, conflicts_with_all = ["serve", "commands", "out", "format", "model"])]
+    pub lsl: bool,
     #[command(flatten)]
     pub service: super::ServeArgs,
 }
@@ -74,11 +78,13 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     };
     let replay_config = ReplayConfig {
         path: args.file.clone(),
-        speed: args.speed.unwrap_or(if args.serve && speed <= 0.0 {
-            1.0
-        } else {
-            speed
-        }),
+        speed: args
+            .speed
+            .unwrap_or(if (args.serve || args.lsl) && speed <= 0.0 {
+                1.0
+            } else {
+                speed
+            }),
         chunk_samples: args.chunk_samples.unwrap_or(chunk_samples),
         stream: args.stream.clone(),
     };
@@ -103,6 +109,9 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         neurostream::source::Pace::from_speed(replay_config.speed),
     )?;
     drop(recording);
+    if args.lsl {
+        return publish(&args.file, &mut source);
+    }
     let mut pipeline = Pipeline::build(&config, source.stream_info(), model.clone())?;
     if args.serve {
         return super::serve(
@@ -210,4 +219,40 @@ fn describe(command: Option<&neurostream::record::CommandRecord>) -> String {
     command.map_or("nothing".into(), |c| {
         serde_json::to_string(c).expect("commands serialise")
     })
+}
+
+/// `--lsl`: the recording as LSL outlets, at the replay's pace.
+#[cfg(feature = "lsl")]
+fn publish(file: &std::path::Path, source: &mut Replay) -> Result<()> {
+    let info = source.stream_info();
+    tracing::info!(
+        "publishing {} on LSL: '{}' ({} channels at {} Hz) and its markers; Ctrl-C to stop",
+        file.display(),
+        info.name,
+        info.channel_count(),
+        info.nominal_rate
+    );
+    let bar = super::progress_bar(source.total_samples() as u64, "samples");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut samples = 0u64;
+    let published = neurostream::publish::run(source, &stop, |item| {
+        if let neurostream::source::SourceItem::Chunk(chunk) = item {
+            samples += chunk.samples() as u64;
+            bar.set_position(samples);
+        }
+    })?;
+    bar.finish_and_clear();
+    tracing::info!(
+        samples = published.samples,
+        markers = published.markers,
+        "replay on LSL done"
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "lsl"))]
+fn publish(_: &std::path::Path, _: &mut Replay) -> Result<()> {
+    Err(neurostream::Error::Other(
+        "this neurostream was built without LSL support; rebuild with the default features".into(),
+    ))
 }
