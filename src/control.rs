@@ -167,6 +167,11 @@ impl Controller {
             self.candidate = Some(best);
             self.streak = 1;
         }
+        if t < self.last_command_at {
+            // The stream's clock went back (a clock reset, a restarted outlet): a refractory
+            // time measured from the future would silence the device until the clock caught up.
+            self.last_command_at = f64::NEG_INFINITY;
+        }
         if self.streak < self.dwell || t - self.last_command_at < self.refractory {
             return None;
         }

@@ -608,7 +608,7 @@ pub fn replay_commands(
         chunk
             .timestamps_mut()
             .copy_from_slice(&signal.timestamps[position..end]);
-        pipeline.process(&mut chunk, |window| {
+        let rejected = pipeline.process(&mut chunk, |window| {
             let (Some(controller), Some(probabilities)) =
                 (controller.as_mut(), window.probabilities)
             else {
@@ -626,6 +626,14 @@ pub fn replay_commands(
                 });
             }
         });
+        // As live: a refused chunk (NaN, absurd values) resets the controller too. Exactness
+        // then depends on the replay cutting its chunks where the live session's chunk with
+        // the bad values began and ended; the recorded reset marks only its end.
+        if rejected.is_some() {
+            if let Some(c) = controller.as_mut() {
+                c.reset();
+            }
+        }
         position = end;
     }
     Ok(commands)

@@ -16,6 +16,8 @@ use crate::features::extractor::AnyExtractor;
 use crate::features::window::Windower;
 use crate::features::FeatureExtractor;
 use crate::model::{Fingerprint, Model};
+pub use crate::preprocess::guard::{RejectKind, Rejected};
+use crate::preprocess::guard::{SampleGuard, DEFAULT_MAX_ABS_VALUE};
 use crate::preprocess::Preprocessor;
 use crate::source::{Source, SourceItem, StreamStatus};
 use crate::stream::{Chunk, Event, StreamInfo};
@@ -33,6 +35,7 @@ pub struct WindowFeatures<'a> {
 }
 
 pub struct Pipeline {
+    guard: SampleGuard,
     preprocess: Preprocessor,
     windower: Windower,
     extractor: AnyExtractor,
@@ -43,6 +46,9 @@ pub struct Pipeline {
     rate: f64,
     input_channels: usize,
     fingerprint: Fingerprint,
+    /// Newest timestamp processed, to recognise a chunk delivered twice.
+    last_timestamp: Option<f64>,
+    window_seconds: f64,
     /// Whether `features` holds a window's features (false before the first window and after
     /// a reset), for [`Pipeline::learn`].
     has_window: bool,
@@ -91,6 +97,13 @@ impl Pipeline {
         };
         let dimension = extractor.names().len();
         Ok(Pipeline {
+            guard: SampleGuard::new(
+                input,
+                config
+                    .preprocess
+                    .max_abs_value
+                    .unwrap_or(DEFAULT_MAX_ABS_VALUE),
+            ),
             windower: Windower::new(labels.len(), window, hop),
             preprocess,
             extractor,
@@ -100,6 +113,8 @@ impl Pipeline {
             features: vec![0.0; dimension],
             rate,
             input_channels: input.channel_count(),
+            last_timestamp: None,
+            window_seconds: window as f64 / rate,
             fingerprint,
             has_window: false,
         })
@@ -128,9 +143,23 @@ impl Pipeline {
     }
 
     /// Filter `chunk` in place and emit the features (and class probabilities) of every
-    /// window it completes.
-    pub fn process(&mut self, chunk: &mut Chunk, mut on_window: impl FnMut(WindowFeatures<'_>)) {
+    /// window it completes. A chunk holding NaN, infinities or absurd values is refused whole
+    /// (see [`crate::preprocess::guard`]): the pipeline resets, no window is emitted, and the
+    /// [`Rejected`] description is returned for the caller to count and report.
+    pub fn process(
+        &mut self,
+        chunk: &mut Chunk,
+        mut on_window: impl FnMut(WindowFeatures<'_>),
+    ) -> Option<Rejected> {
         debug_assert_eq!(chunk.channels(), self.input_channels);
+        if let Some(rejected) = self.guard.check(chunk) {
+            self.reset();
+            return Some(rejected);
+        }
+        if let Some(duplicate) = self.duplicate(chunk) {
+            return Some(duplicate);
+        }
+        self.last_timestamp = chunk.last_timestamp().or(self.last_timestamp);
         self.preprocess.process(chunk);
         let Pipeline {
             windower,
@@ -158,6 +187,28 @@ impl Pipeline {
                 probabilities,
             });
         });
+        None
+    }
+
+    /// A chunk whose samples all lie within the last window already processed was delivered
+    /// twice. A chunk further back than that is a clock reset: its samples are new, and it is
+    /// processed.
+    fn duplicate(&self, chunk: &Chunk) -> Option<Rejected> {
+        let last = self.last_timestamp?;
+        let (first, newest) = (*chunk.timestamps().first()?, chunk.last_timestamp()?);
+        if newest > last || first <= last - self.window_seconds {
+            return None;
+        }
+        Some(Rejected {
+            kind: RejectKind::Duplicate,
+            samples: chunk.samples(),
+            bad_values: 0,
+            reason: format!(
+                "duplicate chunk: {} samples at t = {first:.3}..{newest:.3} s were already \
+                 processed; skipped",
+                chunk.samples()
+            ),
+        })
     }
 
     /// Forget all filter and window state (after a gap or a reconnect).
@@ -218,6 +269,8 @@ pub struct RunSummary {
     pub samples: u64,
     pub windows: u64,
     pub events: u64,
+    /// Samples in chunks refused for NaN, infinite or absurd values.
+    pub rejected_samples: u64,
 }
 
 /// Drive `source` through `pipeline` into `sink` until the source ends. `on_progress` is
@@ -239,7 +292,7 @@ pub fn run(
             SourceItem::Chunk(mut chunk) => {
                 summary.chunks += 1;
                 summary.samples += chunk.samples() as u64;
-                pipeline.process(&mut chunk, |features| {
+                let rejected = pipeline.process(&mut chunk, |features| {
                     if sink_error.is_some() {
                         return;
                     }
@@ -256,6 +309,14 @@ pub fn run(
                 });
                 if let Some(e) = sink_error.take() {
                     return Err(e);
+                }
+                if let Some(rejected) = rejected {
+                    tracing::warn!("{}", rejected.reason);
+                    summary.rejected_samples += rejected.samples as u64;
+                    sink.status(&StreamStatus::Dropped {
+                        samples: rejected.samples as u64,
+                        reason: rejected.reason,
+                    })?;
                 }
                 // Keep only events that can still label a future window.
                 if let Some(now) = chunk.last_timestamp() {

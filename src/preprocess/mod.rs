@@ -3,6 +3,8 @@
 //!
 //! Stages, one file each:
 //!
+//! - [`guard`]: refuses chunks holding NaN, infinities or absurd values before they reach a
+//!   filter ([`guard::SampleGuard`]); run by the pipeline ahead of the chain.
 //! - [`select`]: keep a subset of channels by label ([`select::ChannelSelect`]).
 //! - [`reference`](mod@reference): common average reference ([`reference::CommonAverage`]).
 //! - [`filter`]: IIR biquad cascades: Butterworth band-pass and mains notch
@@ -31,6 +33,7 @@
 //! No stage allocates per chunk once its buffers have grown to the largest chunk seen.
 
 pub mod filter;
+pub mod guard;
 pub mod reference;
 pub mod select;
 
@@ -109,11 +112,26 @@ pub struct PreprocessConfig {
     pub notch: Option<NotchConfig>,
     #[serde(default)]
     pub reference: Reference,
+    /// Values beyond ±this (µV for EEG) make their chunk unusable, like NaN and infinities;
+    /// default [`guard::DEFAULT_MAX_ABS_VALUE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_abs_value: Option<f64>,
 }
 
 impl PreprocessConfig {
     /// Validate against the input stream and build the stage chain.
     pub fn build(&self, input: &StreamInfo) -> Result<Preprocessor> {
+        if let Some(max) = self.max_abs_value {
+            if !(max.is_finite() && max > 0.0) {
+                return Err(Error::config(
+                    ORIGIN,
+                    format!(
+                        "preprocess.max_abs_value = {max} is out of range; allowed: a positive \
+                         number (µV for EEG)"
+                    ),
+                ));
+            }
+        }
         let mut stages: Vec<Box<dyn Stage>> = Vec::new();
         let mut output = input.clone();
 

@@ -21,15 +21,21 @@ pub enum DropReason {
     /// The recorder fell behind: a chunk, marker batch, command or session event was not
     /// recorded (counted in items).
     Recorder,
+    /// A chunk held NaN, infinite or absurd values and was discarded (counted in samples).
+    BadSamples,
+    /// A chunk repeated samples already processed and was skipped (counted in samples).
+    Duplicate,
 }
 
-const REASONS: [(DropReason, &str); 6] = [
+const REASONS: [(DropReason, &str); 8] = [
     (DropReason::ClientQueue, "client_queue"),
     (DropReason::RateLimited, "rate_limited"),
     (DropReason::FeedbackQueue, "feedback_queue"),
     (DropReason::SourceSamples, "source_samples"),
     (DropReason::MaxClients, "max_clients"),
     (DropReason::Recorder, "recorder"),
+    (DropReason::BadSamples, "bad_samples"),
+    (DropReason::Duplicate, "duplicate"),
 ];
 
 /// Upper bounds of the latency histogram buckets, seconds.
@@ -47,7 +53,7 @@ pub struct Metrics {
     pub feedback_applied: AtomicU64,
     pub clients: AtomicU64,
     pub connections_total: AtomicU64,
-    drops: [AtomicU64; 6],
+    drops: [AtomicU64; 8],
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_ns: AtomicU64,

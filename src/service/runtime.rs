@@ -29,7 +29,7 @@ use super::protocol::{
 use super::{ServiceConfig, Shutdown};
 use crate::control::Controller;
 use crate::error::{Error, Result};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, RejectKind};
 use crate::record::{RecordSummary, Recorder, SessionEvent};
 use crate::source::{Source, SourceItem, StreamStatus};
 
@@ -470,7 +470,7 @@ fn dsp_loop(
                 Metrics::add(&metrics.chunks_in, 1);
                 Metrics::add(&metrics.samples_in, chunk.samples() as u64);
                 let want_features = hub.any_subscribed(Topic::Features);
-                pipeline.process(&mut chunk, |window| {
+                let rejected = pipeline.process(&mut chunk, |window| {
                     summary.windows += 1;
                     Metrics::add(&metrics.windows_processed, 1);
                     if want_features {
@@ -511,7 +511,37 @@ fn dsp_loop(
                         hub.broadcast_text(text, None, Some(arrived));
                     }
                 });
-                if !chunk.is_empty() && hub.any_subscribed(Topic::Signal) {
+                if let Some(rejected) = rejected {
+                    // The pipeline has reset itself; the controller's dwell count must not
+                    // bridge the hole either.
+                    if let Some(c) = controller.as_mut() {
+                        c.reset();
+                    }
+                    tracing::warn!("{}", rejected.reason);
+                    let reason = match rejected.kind {
+                        RejectKind::BadValues => DropReason::BadSamples,
+                        RejectKind::Duplicate => DropReason::Duplicate,
+                    };
+                    metrics.count_drop(reason, rejected.samples as u64);
+                    if let (Some(recorder), RejectKind::BadValues) =
+                        (recorder.as_mut(), rejected.kind)
+                    {
+                        let event = SessionEvent::Reset {
+                            after_samples: summary.samples,
+                            reason: rejected.reason.clone(),
+                        };
+                        recorder_drop(recorder.session(now, &event));
+                    }
+                    hub.broadcast(
+                        &ServerMessage::Status(Status {
+                            reason: Some(rejected.reason),
+                            samples: Some(rejected.samples as u64),
+                            ..Status::event(StatusEvent::SamplesDropped)
+                        }),
+                        None,
+                        None,
+                    );
+                } else if !chunk.is_empty() && hub.any_subscribed(Topic::Signal) {
                     let values = (0..chunk.channels())
                         .map(|c| chunk.channel(c).to_vec())
                         .collect();
