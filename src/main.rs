@@ -35,6 +35,8 @@ enum Command {
     Evaluate(cli::evaluate::EvaluateArgs),
     /// Check a pipeline file without running it.
     Check(cli::check::CheckArgs),
+    /// Measure throughput and per-window latency of the hot path (and against the Python peer).
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,6 +57,7 @@ fn main() -> std::process::ExitCode {
         Command::Check(args) => cli::check::run(args),
         Command::Train(args) => cli::train::run(args),
         Command::Evaluate(args) => cli::evaluate::run(args),
+        Command::Bench(args) => cli::bench::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
