@@ -89,7 +89,9 @@ fn stages(c: &mut Criterion) {
     };
 
     let mut group = c.benchmark_group("preprocess");
-    group.sample_size(10).measurement_time(Duration::from_secs(3));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
     for (name, info, chunks) in &data {
         group.throughput(Throughput::Elements(elements(chunks)));
         let mut work = chunks.clone();
@@ -106,7 +108,9 @@ fn stages(c: &mut Criterion) {
     group.finish();
 
     let mut group = c.benchmark_group("window-band-power");
-    group.sample_size(10).measurement_time(Duration::from_secs(3));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
     for (name, info, chunks) in &data {
         group.throughput(Throughput::Elements(elements(chunks)));
         let rate = info.nominal_rate;
@@ -137,7 +141,9 @@ fn stages(c: &mut Criterion) {
     group.finish();
 
     let mut group = c.benchmark_group("pipeline");
-    group.sample_size(10).measurement_time(Duration::from_secs(3));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
     for (name, info, chunks) in &data {
         group.throughput(Throughput::Elements(elements(chunks)));
         let mut work = chunks.clone();

@@ -12,7 +12,7 @@ mod common;
 
 use std::path::Path;
 
-use neurostream::io::{self, edf, xdf, Recording, StreamData};
+use neurostream::io::{edf, xdf, Recording, StreamData};
 use proptest::prelude::*;
 use proptest::sample::Index;
 

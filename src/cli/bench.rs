@@ -420,7 +420,34 @@ fn print_table(rows: &[Row]) {
 
 #[cfg(test)]
 mod tests {
-    use super::percentile;
+    use super::*;
+
+    #[test]
+    fn every_window_is_timed_once_per_pass() {
+        // 10 s at 160 Hz: the first window after 160 samples, then one every 16 samples.
+        let case = synthetic(8, 160.0, 10.0, 16);
+        let row = measure(&case, &workload(), 2).unwrap();
+        assert_eq!(row.windows, 2 * ((1600 - 160) / 16 + 1));
+        assert!(row.support_vectors > 0 && row.support_vectors <= 10);
+        assert!(row.p50_us <= row.p99_us && row.p99_us <= row.p999_us);
+        assert!(row.feature_mean.is_finite());
+    }
+
+    #[test]
+    fn too_short_a_signal_is_refused() {
+        let case = synthetic(2, 160.0, 3.0, 16);
+        let err = measure(&case, &workload(), 1).unwrap_err().to_string();
+        assert!(err.contains("too short"), "{err}");
+    }
+
+    #[test]
+    fn the_64_channel_demo_pipeline_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/demo64.toml");
+        let config = PipelineConfig::from_file(&path).unwrap();
+        config.validate().unwrap();
+        let source = config.source.build().unwrap();
+        assert_eq!(source.stream_info().channel_count(), 64);
+    }
 
     #[test]
     fn nearest_rank_percentiles() {
