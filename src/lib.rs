@@ -35,10 +35,14 @@
 //!   preprocessing the live pipeline runs.
 //! - [`evaluate`]: fitting, cross-validation, held-out and online (plastic vs frozen)
 //!   evaluation.
+//! - [`tune`]: genetic-algorithm or simulated-annealing search over a pipeline's knobs, by CV.
 //! - [`model`]: model files (fitted feature stage + decoder + the pipeline fingerprint).
 //! - [`control`]: class probabilities → device commands (confidence threshold, dwell,
 //!   refractory time, a rest class that sends nothing).
 //! - [`output`]: sinks that write per-window features and probabilities as CSV or JSON lines.
+//! - [`record`]: recording a live session to XDF (raw signal, markers, decoded commands,
+//!   feedback) on a thread that never blocks the DSP thread, and recomputing a recorded
+//!   session's commands exactly.
 //! - [`service`]: the live service: source and DSP threads, per-client bounded queues, the
 //!   axum WebSocket server (protocol in docs/protocol.md), Prometheus metrics, and the
 //!   `listen` client.
@@ -64,8 +68,10 @@ pub mod pipeline;
 pub mod preprocess;
 #[cfg(feature = "lsl")]
 pub mod publish;
+pub mod record;
 pub mod service;
 pub mod source;
 pub mod stream;
+pub mod tune;
 
 pub use error::{Error, Result};

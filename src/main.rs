@@ -33,6 +33,10 @@ enum Command {
     Train(cli::train::TrainArgs),
     /// Cross-validated, held-out or online accuracy of pipelines, per subject.
     Evaluate(cli::evaluate::EvaluateArgs),
+    /// Download EEGMMIDB subjects from PhysioNet into a local cache, checking SHA-256 sums.
+    Fetch(cli::fetch::FetchArgs),
+    /// Search a pipeline's knobs (GA or simulated annealing) for the best CV score; write it.
+    Tune(cli::tune::TuneArgs),
     /// Check a pipeline file without running it.
     Check(cli::check::CheckArgs),
     /// Measure throughput and per-window latency of the hot path (and against the Python peer).
@@ -53,10 +57,12 @@ fn main() -> std::process::ExitCode {
         Command::Simulate(args) => cli::simulate::run(args),
         Command::Run(args) => cli::run::run(args),
         Command::Demo(args) => cli::demo::run(args),
+        Command::Fetch(args) => cli::fetch::run(args),
         Command::Listen(args) => cli::listen::run(args),
         Command::Check(args) => cli::check::run(args),
         Command::Train(args) => cli::train::run(args),
         Command::Evaluate(args) => cli::evaluate::run(args),
+        Command::Tune(args) => cli::tune::run(args),
         Command::Bench(args) => cli::bench::run(args),
     };
     match result {

@@ -4,9 +4,9 @@
 //! way MNE-LSL's player does).
 //!
 //! Timestamps: a source's clock starts at its own zero (seconds into the recording); outlets
-//! want liblsl's clock, so every timestamp is shifted by `local_clock() - first timestamp`,
-//! taken once at the first chunk. Pacing is the source's business (`speed`): the outlet pushes
-//! what it gets, when it gets it.
+//! want liblsl's clock, so every timestamp is shifted by `local_clock()` minus the newest
+//! timestamp of the first chunk, taken once when it arrives. Pacing is the source's business
+//! (`speed`): the outlet pushes what it gets, when it gets it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -70,9 +70,12 @@ impl Publisher {
                         self.channels
                     )));
                 }
+                // A source hands a chunk over once its last sample exists (as an amplifier
+                // does), so that sample is "now".
+                let newest = chunk.timestamps()[chunk.samples() - 1];
                 let shift = *self
                     .clock_shift
-                    .get_or_insert_with(|| lsl::local_clock() - chunk.timestamps()[0]);
+                    .get_or_insert_with(|| lsl::local_clock() - newest);
                 let last = chunk.samples() - 1;
                 for (s, &t) in chunk.timestamps().iter().enumerate() {
                     for (c, value) in self.sample.iter_mut().enumerate() {

@@ -261,6 +261,59 @@ fn builder_copies_exist_and_are_not_docker_ignored() {
         );
     }
     assert!(sources >= 7);
+
+    // Files compiled into the binary (include_str!/include_bytes! anywhere under src/) must be
+    // in the builder too, or the image build fails where cargo build did not.
+    let mut included = Vec::new();
+    collect_includes(&root().join("src"), &mut included);
+    assert!(
+        !included.is_empty(),
+        "no include_str!/include_bytes! found under src/"
+    );
+    for path in included {
+        let relative = path
+            .strip_prefix(root().canonicalize().expect("repository root"))
+            .unwrap_or_else(|_| panic!("{} is outside the repository", path.display()));
+        let top = relative.components().next().unwrap().as_os_str();
+        let top = top.to_str().unwrap();
+        assert!(
+            copied.contains(&top) || copied.contains(&relative.to_str().unwrap()),
+            "{} is compiled in (include_*!) but the builder does not copy {top}",
+            relative.display()
+        );
+        assert!(
+            !ignored.iter().any(|i| i == top),
+            "{} is compiled in but .dockerignore excludes {top}",
+            relative.display()
+        );
+    }
+}
+
+/// Every file named by `include_str!("...")` or `include_bytes!("...")` in the Rust sources
+/// under `dir`, resolved against the including file's folder.
+fn collect_includes(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read src/") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            collect_includes(&path, out);
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read source");
+        for macro_name in ["include_str!(\"", "include_bytes!(\""] {
+            for (at, _) in text.match_indices(macro_name) {
+                let rest = &text[at + macro_name.len()..];
+                let name = &rest[..rest.find('"').expect("closing quote")];
+                let resolved = path.parent().unwrap().join(name);
+                let resolved = resolved
+                    .canonicalize()
+                    .unwrap_or_else(|e| panic!("{}: {name}: {e}", path.display()));
+                out.push(resolved);
+            }
+        }
+    }
 }
 
 #[test]

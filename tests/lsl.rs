@@ -439,3 +439,52 @@ async fn status(socket: &mut Socket, event: &str) -> Value {
         }
     }
 }
+
+/// `neurostream replay FILE --lsl` puts a recording on LSL; an independent pylsl inlet reads
+/// its channel labels, rate and sample timing.
+#[test]
+fn replay_onto_lsl_read_by_pylsl() {
+    let Some(edf) = common::eegmmidb_file("S001", 4) else {
+        return;
+    };
+    if !pylsl_available() || !inside_loopback("replay_onto_lsl_read_by_pylsl") {
+        return;
+    }
+    let file = neurostream::io::open(&edf).unwrap();
+    let labels: Vec<String> = file
+        .primary_signal()
+        .unwrap()
+        .info
+        .labels()
+        .map(str::to_owned)
+        .collect();
+    let mut replay = Command::new(env!("CARGO_BIN_EXE_neurostream"))
+        .arg("replay")
+        .arg(&edf)
+        .args(["--lsl", "--speed", "10"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let output = Command::new("python3")
+        .arg(peer_script("lsl_inlet.py"))
+        .args(["S001R04", "480"])
+        .output()
+        .unwrap();
+    let _ = replay.kill();
+    let _ = replay.wait();
+    assert!(output.status.success(), "{output:?}");
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["channel_count"], 64);
+    assert_eq!(summary["rate"], 160.0);
+    assert_eq!(summary["samples"], 480);
+    let seen: Vec<&str> = summary["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(seen, labels);
+    // Timestamps keep the recording's timing whatever the replay speed.
+    let span = summary["span"].as_f64().unwrap();
+    assert!((span - 479.0 / 160.0).abs() < 1e-3, "span {span}");
+}

@@ -4,12 +4,14 @@ pub mod bench;
 pub mod check;
 pub mod demo;
 pub mod evaluate;
+pub mod fetch;
 pub mod info;
 pub mod listen;
 pub mod replay;
 pub mod run;
 pub mod simulate;
 pub mod train;
+pub mod tune;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -41,6 +43,11 @@ pub struct ServeArgs {
     /// Browser origin allowed to connect (repeatable; "*" for any). Default: local pages only.
     #[arg(long = "allow-origin")]
     pub allowed_origins: Vec<String>,
+    /// Record the session to this XDF file: raw signal, markers, decoded commands and
+    /// feedback, with the pipeline and model, so `neurostream replay FILE.xdf --commands`
+    /// recomputes the same commands.
+    #[arg(long, value_name = "FILE.xdf")]
+    pub record: Option<std::path::PathBuf>,
 }
 
 impl ServeArgs {
@@ -55,19 +62,28 @@ impl ServeArgs {
     }
 }
 
-/// Run the service until Ctrl-C or the end of a finite source.
+/// Run the service until Ctrl-C or the end of a finite source. `config` and `model` are what
+/// `pipeline` was built from (its `[control]` makes the commands; both are stored in a
+/// `--record`ing so it can be replayed exactly).
 pub fn serve(
     args: &ServeArgs,
     source: Box<dyn neurostream::source::Source>,
     pipeline: neurostream::pipeline::Pipeline,
-    control: &neurostream::control::ControlConfig,
+    pipeline_config: &neurostream::pipeline::PipelineConfig,
+    model: Option<&neurostream::model::Model>,
 ) -> neurostream::Result<()> {
     let controller = if pipeline.class_names().is_empty() {
         None
     } else {
-        Some(control.build(pipeline.class_names())?)
+        Some(pipeline_config.control.build(pipeline.class_names())?)
     };
-    let config = args.config();
+    let mut config = args.config();
+    if let Some(path) = &args.record {
+        config.record = Some(neurostream::record::RecordConfig {
+            path: path.clone(),
+            session: neurostream::record::Session::new(pipeline_config, model)?,
+        });
+    }
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| neurostream::Error::Other(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async move {
@@ -93,6 +109,12 @@ pub fn serve(
             feedback = summary.feedback_applied,
             "service stopped"
         );
+        if summary.recorder_dropped > 0 {
+            return Err(neurostream::Error::Other(format!(
+                "the recording lost {} item(s): the disk could not keep up",
+                summary.recorder_dropped
+            )));
+        }
         Ok(())
     })
 }

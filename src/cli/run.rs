@@ -79,6 +79,6 @@ pub fn run(args: RunArgs) -> Result<()> {
         );
     }
     let source = config.source.build()?;
-    let pipeline = Pipeline::build(&config, source.stream_info(), model)?;
-    super::serve(&args.serve, source, pipeline, &config.control)
+    let pipeline = Pipeline::build(&config, source.stream_info(), model.clone())?;
+    super::serve(&args.serve, source, pipeline, &config, model.as_ref())
 }

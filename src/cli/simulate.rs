@@ -1,4 +1,5 @@
-//! `neurostream simulate`: synthetic motor-imagery EEG as CSV or JSON lines.
+//! `neurostream simulate`: synthetic motor-imagery EEG as CSV or JSON lines, or as an XDF
+//! recording when `--out` ends in `.xdf`.
 
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -30,7 +31,8 @@ pub struct SimulateArgs {
     /// Output format: csv (timestamp, one column per channel, marker) or jsonl.
     #[arg(long, value_enum, default_value_t = OutputFormat::Csv)]
     pub format: OutputFormat,
-    /// Write to this file instead of standard output.
+    /// Write to this file instead of standard output; a name ending in `.xdf` writes an XDF
+    /// recording (signal and marker streams, as LabRecorder would) instead of --format.
     #[arg(long, short)]
     pub out: Option<PathBuf>,
     /// Publish as LSL outlets (EEG + cue markers) instead of writing; real time unless
@@ -68,6 +70,9 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     };
     config.validate()?;
     let mut source = config.build()?;
+    if let Some(path) = args.out.as_deref().filter(|p| is_xdf(p)) {
+        return write_xdf(&mut source, path);
+    }
     let labels: Vec<String> = source.stream_info().labels().map(str::to_owned).collect();
     let origin = args.out.clone().unwrap_or_else(|| "<stdout>".into());
     let io_err = |e| Error::io(&origin, e);
@@ -136,6 +141,48 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     out.flush().map_err(io_err)?;
     bar.finish_and_clear();
     Ok(())
+}
+
+fn is_xdf(path: &std::path::Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("xdf"))
+}
+
+/// The simulator as an XDF file. Deterministic: the same arguments give the same bytes (no
+/// date in the header, clock offsets every 5 s of *stream* time rather than wall time).
+fn write_xdf(source: &mut dyn Source, path: &std::path::Path) -> Result<()> {
+    use neurostream::io::xdf::write::XdfWriter;
+    const CLOCK_OFFSET_SECONDS: f64 = 5.0;
+    let io_err = |e| Error::io(path, e);
+    let mut file = BufWriter::new(std::fs::File::create(path).map_err(io_err)?);
+    let mut writer = XdfWriter::new("");
+    let signal = writer.add_stream(source.stream_info(), 0.0, "");
+    let marker_info = source
+        .marker_info()
+        .cloned()
+        .unwrap_or_else(|| neurostream::record::marker_stream_info("markers"));
+    let markers = writer.add_stream(&marker_info, 0.0, "");
+    let mut next_offset = 0.0;
+    while let Some(item) = source.next_item()? {
+        match item {
+            SourceItem::Chunk(chunk) => {
+                writer.signal(signal, &chunk);
+                if let Some(t) = chunk.last_timestamp().filter(|&t| t >= next_offset) {
+                    writer.clock_offsets(t, 0.0);
+                    writer.boundary();
+                    next_offset = t + CLOCK_OFFSET_SECONDS;
+                }
+            }
+            SourceItem::Events(events) => {
+                writer.strings(markers, events.iter().map(|e| (e.onset, e.label.as_str())));
+            }
+            SourceItem::Status(_) => {}
+        }
+        writer.write_to(&mut file).map_err(io_err)?;
+    }
+    writer.footers();
+    writer.write_to(&mut file).map_err(io_err)?;
+    file.flush().map_err(io_err)
 }
 
 #[cfg(feature = "lsl")]

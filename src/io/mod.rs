@@ -3,7 +3,7 @@
 //! extension, so a misnamed file still gets the right reader or a clear error.
 //!
 //! - [`edf`]: EDF, EDF+ (annotations as events) and BDF.
-//! - [`xdf`]: XDF as LabRecorder writes it, clock offsets applied.
+//! - [`xdf`]: XDF as LabRecorder writes it, clock offsets applied; [`xdf::write`] writes it.
 
 pub mod edf;
 pub mod xdf;

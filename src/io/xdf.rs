@@ -63,6 +63,7 @@
 //! with entities and CDATA is where bugs hide.
 
 mod clock;
+pub mod write;
 
 use std::path::Path;
 
@@ -195,6 +196,24 @@ pub fn parse_with(bytes: &[u8], path: &Path, options: &ParseOptions) -> Result<R
     Ok(Recording {
         streams: streams.into_iter().map(|s| s.finish(options)).collect(),
     })
+}
+
+/// The FileHeader's XML (the first chunk), e.g. for application metadata a writer stored
+/// there; the rest of the file is not read.
+pub fn file_header(bytes: &[u8], path: &Path) -> Result<String> {
+    let fail = |detail: String| Error::format("XDF", path, detail);
+    if !bytes.starts_with(b"XDF:") {
+        return Err(fail("missing the magic bytes `XDF:` at the start".into()));
+    }
+    let chunk = next_chunk(bytes, 4).map_err(fail)?;
+    if chunk.tag != TAG_FILE_HEADER {
+        return Err(fail(format!(
+            "the first chunk (byte 4) has tag {}, not the FileHeader (tag 1)",
+            chunk.tag
+        )));
+    }
+    String::from_utf8(chunk.content.to_vec())
+        .map_err(|e| fail(format!("the FileHeader XML is not valid UTF-8 ({e})")))
 }
 
 const TAG_FILE_HEADER: u16 = 1;

@@ -18,14 +18,18 @@ pub enum DropReason {
     SourceSamples,
     /// A connection was refused because `max_clients` were connected.
     MaxClients,
+    /// The recorder fell behind: a chunk, marker batch, command or session event was not
+    /// recorded (counted in items).
+    Recorder,
 }
 
-const REASONS: [(DropReason, &str); 5] = [
+const REASONS: [(DropReason, &str); 6] = [
     (DropReason::ClientQueue, "client_queue"),
     (DropReason::RateLimited, "rate_limited"),
     (DropReason::FeedbackQueue, "feedback_queue"),
     (DropReason::SourceSamples, "source_samples"),
     (DropReason::MaxClients, "max_clients"),
+    (DropReason::Recorder, "recorder"),
 ];
 
 /// Upper bounds of the latency histogram buckets, seconds.
@@ -43,7 +47,7 @@ pub struct Metrics {
     pub feedback_applied: AtomicU64,
     pub clients: AtomicU64,
     pub connections_total: AtomicU64,
-    drops: [AtomicU64; 5],
+    drops: [AtomicU64; 6],
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_ns: AtomicU64,

@@ -51,6 +51,8 @@ pub struct ServiceConfig {
     /// Client messages per second (token bucket, burst of the same size); more get an
     /// `error` with code `rate_limited`.
     pub client_messages_per_second: u32,
+    /// Record the session (raw signal, markers, commands, feedback) to this XDF file.
+    pub record: Option<crate::record::RecordConfig>,
 }
 
 impl Default for ServiceConfig {
@@ -63,6 +65,7 @@ impl Default for ServiceConfig {
             client_queue: 256,
             max_message_bytes: 64 * 1024,
             client_messages_per_second: 50,
+            record: None,
         }
     }
 }

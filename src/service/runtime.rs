@@ -7,6 +7,9 @@
 //!   message once and pushes it into every client's [`ClientQueue`] without waiting; between
 //!   chunks it applies client feedback from a second bounded channel.
 //! - The **client tasks** (see [`super::server`]) drain their own queue onto the socket.
+//! - With [`ServiceConfig::record`], the DSP thread also hands every raw chunk, marker batch,
+//!   command and feedback step to a [`Recorder`] (its own thread, bounded channel, never
+//!   waited for; see [`crate::record`]).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -27,6 +30,7 @@ use super::{ServiceConfig, Shutdown};
 use crate::control::Controller;
 use crate::error::{Error, Result};
 use crate::pipeline::Pipeline;
+use crate::record::{RecordSummary, Recorder, SessionEvent};
 use crate::source::{Source, SourceItem, StreamStatus};
 
 /// Items in flight from the source thread to the DSP thread.
@@ -167,14 +171,35 @@ impl Hub {
 
     /// Send to every client (subscribed to `topic`, when given) without waiting.
     fn broadcast(&self, message: &ServerMessage, topic: Option<Topic>, arrived: Option<Instant>) {
+        self.broadcast_with(|| message.to_json().into(), topic, arrived);
+    }
+
+    /// [`Hub::broadcast`] of an already serialised message.
+    fn broadcast_text(&self, text: Arc<str>, topic: Option<Topic>, arrived: Option<Instant>) {
+        self.broadcast_with(|| text.clone(), topic, arrived);
+    }
+
+    /// Serialises (with `text`) only if some client is to receive the message.
+    fn broadcast_with(
+        &self,
+        text: impl FnOnce() -> Arc<str>,
+        topic: Option<Topic>,
+        arrived: Option<Instant>,
+    ) {
         let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        let mut text: Option<Arc<str>> = None;
+        let mut text = Some(text);
+        let mut serialised: Option<Arc<str>> = None;
         for client in clients.iter() {
             if topic.is_some_and(|t| !client.subscribed(t)) {
                 continue;
             }
-            let text = text.get_or_insert_with(|| message.to_json().into()).clone();
-            if !client.push(Outgoing { text, arrived }) {
+            let message = serialised
+                .get_or_insert_with(|| text.take().expect("serialised once")())
+                .clone();
+            if !client.push(Outgoing {
+                text: message,
+                arrived,
+            }) {
                 self.metrics.count_drop(DropReason::ClientQueue, 1);
             }
         }
@@ -208,6 +233,10 @@ pub struct DspSummary {
     pub windows: u64,
     pub commands: u64,
     pub feedback_applied: u64,
+    /// What was recorded, with [`ServiceConfig::record`].
+    pub recording: Option<RecordSummary>,
+    /// Items the recorder could not take (it fell behind); 0 on a healthy disk.
+    pub recorder_dropped: u64,
 }
 
 /// A running service: the source and DSP threads and the HTTP/WebSocket server.
@@ -237,6 +266,19 @@ impl Service {
             .local_addr()
             .map_err(|e| Error::Other(format!("cannot read the bound address: {e}")))?;
         let info = source.stream_info().clone();
+        // Created before anything runs, so a bad path fails the start, not the session.
+        let recorder = config
+            .record
+            .as_ref()
+            .map(|record| {
+                Recorder::start(
+                    record,
+                    &info,
+                    source.marker_info(),
+                    controller.is_some() && !pipeline.class_names().is_empty(),
+                )
+            })
+            .transpose()?;
         let hello = Hello {
             protocol: protocol::PROTOCOL_VERSION,
             session: format!("{:016x}", rand::thread_rng().gen::<u64>()),
@@ -299,7 +341,26 @@ impl Service {
         let dsp = std::thread::Builder::new()
             .name("neurostream-dsp".into())
             .spawn(move || {
-                let result = dsp_loop(&dsp_hub, pipeline, controller, items_rx, feedback_rx);
+                let mut recorder = recorder;
+                let mut result = dsp_loop(
+                    &dsp_hub,
+                    pipeline,
+                    controller,
+                    items_rx,
+                    feedback_rx,
+                    &mut recorder,
+                );
+                if let Some(recorder) = recorder {
+                    let dropped = recorder.dropped();
+                    match (recorder.finish(), &mut result) {
+                        (Ok(recorded), Ok(summary)) => {
+                            summary.recording = Some(recorded);
+                            summary.recorder_dropped = dropped;
+                        }
+                        (Err(e), Ok(_)) => result = Err(e),
+                        (_, Err(_)) => {}
+                    }
+                }
                 // A finite source has ended (or failed): tell the clients, then stop serving.
                 let mut status = Status::event(StatusEvent::StreamEnded);
                 if let Err(e) = &result {
@@ -358,9 +419,17 @@ fn dsp_loop(
     mut controller: Option<Controller>,
     items: Receiver<(Result<SourceItem>, Instant)>,
     feedback: Receiver<FeedbackRequest>,
+    recorder: &mut Option<Recorder>,
 ) -> Result<DspSummary> {
     let metrics = &hub.metrics;
     let mut summary = DspSummary::default();
+    // Stream time of the newest sample processed: where session events sit in the recording.
+    let mut now = 0.0;
+    let recorder_drop = |recorded: bool| {
+        if !recorded {
+            metrics.count_drop(DropReason::Recorder, 1);
+        }
+    };
     let mut seq = 0u64;
     let classes = pipeline.class_names().to_vec();
     let rate = pipeline.output_info().nominal_rate;
@@ -373,7 +442,15 @@ fn dsp_loop(
                 if hub.shutdown.is_triggered() {
                     break;
                 }
-                apply_feedback(hub, &mut pipeline, &classes, &feedback, &mut summary);
+                apply_feedback(
+                    hub,
+                    &mut pipeline,
+                    &classes,
+                    &feedback,
+                    &mut summary,
+                    recorder,
+                    now,
+                );
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -383,6 +460,11 @@ fn dsp_loop(
         }
         match item? {
             SourceItem::Chunk(mut chunk) => {
+                // Raw samples, before the pipeline filters them in place.
+                if let Some(recorder) = recorder.as_mut() {
+                    recorder_drop(recorder.chunk(&chunk));
+                }
+                now = chunk.last_timestamp().unwrap_or(now);
                 summary.chunks += 1;
                 summary.samples += chunk.samples() as u64;
                 Metrics::add(&metrics.chunks_in, 1);
@@ -411,7 +493,7 @@ fn dsp_loop(
                         seq += 1;
                         summary.commands += 1;
                         Metrics::add(&metrics.commands_out, 1);
-                        let message = ServerMessage::Command(protocol::Command {
+                        let json = ServerMessage::Command(protocol::Command {
                             seq,
                             command: decision.command.to_owned(),
                             class: decision.class.to_owned(),
@@ -420,8 +502,13 @@ fn dsp_loop(
                             probabilities: probabilities.to_vec(),
                             timestamp: window.end_timestamp,
                             latency_ms: arrived.elapsed().as_secs_f64() * 1e3,
-                        });
-                        hub.broadcast(&message, None, Some(arrived));
+                        })
+                        .to_json();
+                        let text: Arc<str> = json.as_str().into();
+                        if let Some(recorder) = recorder.as_mut() {
+                            recorder_drop(recorder.command(window.end_timestamp, json));
+                        }
+                        hub.broadcast_text(text, None, Some(arrived));
                     }
                 });
                 if !chunk.is_empty() && hub.any_subscribed(Topic::Signal) {
@@ -439,10 +526,21 @@ fn dsp_loop(
                     );
                 }
             }
-            SourceItem::Events(_) => {}
+            SourceItem::Events(events) => {
+                if let Some(recorder) = recorder.as_mut() {
+                    recorder_drop(recorder.markers(events));
+                }
+            }
             SourceItem::Status(status) => {
                 let message = match status {
                     StreamStatus::Lost { reason } => {
+                        if let Some(recorder) = recorder.as_mut() {
+                            let event = SessionEvent::Reset {
+                                after_samples: summary.samples,
+                                reason: reason.clone(),
+                            };
+                            recorder_drop(recorder.session(now, &event));
+                        }
                         pipeline.reset();
                         if let Some(c) = controller.as_mut() {
                             c.reset();
@@ -465,7 +563,15 @@ fn dsp_loop(
                 hub.broadcast(&ServerMessage::Status(message), None, None);
             }
         }
-        apply_feedback(hub, &mut pipeline, &classes, &feedback, &mut summary);
+        apply_feedback(
+            hub,
+            &mut pipeline,
+            &classes,
+            &feedback,
+            &mut summary,
+            recorder,
+            now,
+        );
     }
     Ok(summary)
 }
@@ -477,9 +583,22 @@ fn apply_feedback(
     classes: &[String],
     feedback: &Receiver<FeedbackRequest>,
     summary: &mut DspSummary,
+    recorder: &mut Option<Recorder>,
+    now: f64,
 ) {
     while let Ok(request) = feedback.try_recv() {
         let applied = pipeline.learn(request.label);
+        // Recorded with the sample count it follows, so a replay learns at the same point.
+        if let Some(recorder) = recorder.as_mut() {
+            let event = SessionEvent::Feedback {
+                after_samples: summary.samples,
+                label: request.label,
+                applied,
+            };
+            if !recorder.session(now, &event) {
+                hub.metrics.count_drop(DropReason::Recorder, 1);
+            }
+        }
         if applied {
             summary.feedback_applied += 1;
             Metrics::add(&hub.metrics.feedback_applied, 1);
