@@ -39,6 +39,8 @@ enum Command {
     Tune(cli::tune::TuneArgs),
     /// Check a pipeline file without running it.
     Check(cli::check::CheckArgs),
+    /// Measure throughput and per-window latency of the hot path (and against the Python peer).
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -61,6 +63,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(args) => cli::train::run(args),
         Command::Evaluate(args) => cli::evaluate::run(args),
         Command::Tune(args) => cli::tune::run(args),
+        Command::Bench(args) => cli::bench::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! One module per subcommand: its arguments and what it does.
 
+pub mod bench;
 pub mod check;
 pub mod demo;
 pub mod evaluate;
