@@ -102,6 +102,7 @@ fn full_config() -> PreprocessConfig {
             harmonics: false,
         }),
         reference: Reference::Average,
+        max_abs_value: None,
     }
 }
 

@@ -50,7 +50,7 @@ impl SampleGuard {
 
     /// `None` when every value is usable.
     pub fn check(&self, chunk: &Chunk) -> Option<Rejected> {
-        let bad = |v: f32| !(v.abs() <= self.max_abs); // NaN fails every comparison
+        let bad = |v: f32| !v.is_finite() || v.abs() > self.max_abs;
         let mut first: Option<(usize, usize, f32)> = None;
         let mut bad_values = 0;
         for c in 0..chunk.channels() {
