@@ -46,7 +46,7 @@ use crate::io::xdf::write::{escape, StreamId, XdfWriter};
 use crate::io::xdf::{self, ParseOptions};
 use crate::io::{RecordedStream, Recording, StreamData};
 use crate::model::Model;
-use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::pipeline::{Pipeline, PipelineConfig, RecentCommands};
 use crate::stream::{ChannelInfo, Chunk, Event, StreamInfo, ValueFormat, IRREGULAR_RATE};
 
 /// Raw-chunk buffers in circulation between the DSP and recorder threads. At 160 Hz in
@@ -161,6 +161,10 @@ pub enum SessionEvent {
         after_samples: u64,
         label: usize,
         applied: bool,
+        /// The command the feedback was about (its window was learned); absent: the latest
+        /// window.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
     },
     /// The stream was lost: pipeline and controller state were reset.
     Reset { after_samples: u64, reason: String },
@@ -573,6 +577,7 @@ pub fn replay_commands(
     };
     let channels = signal.info.channel_count();
     let mut commands = Vec::new();
+    let mut recent = RecentCommands::new(pipeline.feature_names().len());
     let mut events = recorded.events.iter().peekable();
     let mut chunk = Chunk::empty(channels);
     let mut position = 0usize;
@@ -580,8 +585,19 @@ pub fn replay_commands(
     loop {
         while let Some(event) = events.next_if(|e| e.after_samples() <= position as u64) {
             match event {
-                SessionEvent::Feedback { label, .. } => {
+                SessionEvent::Feedback {
+                    label, seq: None, ..
+                } => {
                     pipeline.learn(*label);
+                }
+                SessionEvent::Feedback {
+                    label,
+                    seq: Some(seq),
+                    ..
+                } => {
+                    if let Some(features) = recent.features(*seq) {
+                        pipeline.learn_from(features, *label);
+                    }
                 }
                 SessionEvent::Reset { .. } => {
                     pipeline.reset();
@@ -615,6 +631,7 @@ pub fn replay_commands(
                 return;
             };
             if let Some(decision) = controller.decide(window.end_timestamp, probabilities) {
+                recent.remember(commands.len() as u64 + 1, window.values);
                 commands.push(CommandRecord {
                     seq: commands.len() as u64 + 1,
                     command: decision.command.to_owned(),

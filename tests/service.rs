@@ -488,3 +488,52 @@ fn every_example_in_the_protocol_document_parses() {
         assert!(checked.contains(kind), "no documented example of {kind}");
     }
 }
+
+/// Feedback that names a command (`seq`) trains on that command's window; a command too old
+/// to be remembered gets an error and nothing is learned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_about_a_command_uses_its_window() {
+    let decoder = DecoderConfig::Mlp(MlpConfig::default());
+    let setup = start(ServiceConfig::default(), Some(decoder), false, None, 4.0).await;
+    setup.gate.store(true, Ordering::Relaxed);
+    let mut client = connect(&setup.url).await;
+    let hello = next_json(&mut client).await.unwrap();
+    let before = hello["decoder"]["version"].as_u64().unwrap();
+    let command = next_of(&mut client, "command").await;
+    let seq = command["seq"].as_u64().unwrap();
+    send(
+        &mut client,
+        &format!(
+            r#"{{"type":"feedback","class":"right","seq":{}}}"#,
+            seq + 1000
+        ),
+    )
+    .await;
+    let error = next_of(&mut client, "error").await;
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("not among the last"),
+        "{error}"
+    );
+    let mut applied = false;
+    let mut after = before;
+    for class in ["left", "right", "left", "right", "left", "right"] {
+        send(
+            &mut client,
+            &format!(r#"{{"type":"feedback","class":"{class}","seq":{seq}}}"#),
+        )
+        .await;
+        let learned = next_of(&mut client, "learned").await;
+        assert_eq!(learned["seq"], seq);
+        after = learned["decoder_version"].as_u64().unwrap();
+        if learned["applied"] == true {
+            applied = true;
+            break;
+        }
+    }
+    assert!(applied && after > before, "version {before} → {after}");
+    setup.service.shutdown().trigger();
+    setup.service.wait().await.unwrap();
+}

@@ -48,6 +48,15 @@ pub struct ServeArgs {
     /// recomputes the same commands.
     #[arg(long, value_name = "FILE.xdf")]
     pub record: Option<std::path::PathBuf>,
+    /// Messages queued per client before its oldest are dropped (and the loss reported).
+    #[arg(long, default_value_t = 256)]
+    pub client_queue: usize,
+    /// Largest message a client may send, bytes; larger closes the connection (code 1009).
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub max_message_bytes: usize,
+    /// Messages per second a client may send; more are answered with `rate_limited`.
+    #[arg(long, default_value_t = 50)]
+    pub messages_per_second: u32,
 }
 
 impl ServeArgs {
@@ -57,6 +66,9 @@ impl ServeArgs {
             token: self.token.clone(),
             max_clients: self.max_clients,
             allowed_origins: self.allowed_origins.clone(),
+            client_queue: self.client_queue,
+            max_message_bytes: self.max_message_bytes,
+            client_messages_per_second: self.messages_per_second,
             ..Default::default()
         }
     }

@@ -232,6 +232,18 @@ impl Pipeline {
         }
     }
 
+    /// One online supervised step on given features (those a past command was decided on, see
+    /// [`RecentCommands`]); same contract as [`Pipeline::learn`].
+    pub fn learn_from(&mut self, features: &[f32], label: usize) -> bool {
+        if label >= self.classes.len() || features.len() != self.features.len() {
+            return false;
+        }
+        match &mut self.decoder {
+            Some(decoder) => decoder.update(features, label),
+            None => false,
+        }
+    }
+
     /// Version of the plastic decoder's weights (see [`crate::decoder::mlp::PlasticMlp::version`]);
     /// `None` when the decoder is not plastic or absent.
     pub fn decoder_version(&self) -> Option<u64> {
@@ -339,4 +351,40 @@ pub fn run(
     }
     sink.finish()?;
     Ok(summary)
+}
+
+/// The features of the last [`RecentCommands::CAPACITY`] commands, by sequence number, so
+/// that feedback naming a command (`seq`) trains on the window that command was decided on,
+/// not on whatever window came last. Fixed storage: nothing is allocated per command.
+#[derive(Debug, Clone)]
+pub struct RecentCommands {
+    dimension: usize,
+    seqs: Vec<Option<u64>>,
+    features: Vec<f32>,
+}
+
+impl RecentCommands {
+    pub const CAPACITY: usize = 64;
+
+    pub fn new(dimension: usize) -> Self {
+        RecentCommands {
+            dimension,
+            seqs: vec![None; Self::CAPACITY],
+            features: vec![0.0; dimension * Self::CAPACITY],
+        }
+    }
+
+    pub fn remember(&mut self, seq: u64, features: &[f32]) {
+        let slot = (seq % Self::CAPACITY as u64) as usize;
+        self.seqs[slot] = Some(seq);
+        self.features[slot * self.dimension..(slot + 1) * self.dimension]
+            .copy_from_slice(&features[..self.dimension]);
+    }
+
+    /// The features command `seq` was decided on, if it is still remembered.
+    pub fn features(&self, seq: u64) -> Option<&[f32]> {
+        let slot = (seq % Self::CAPACITY as u64) as usize;
+        (self.seqs[slot] == Some(seq))
+            .then(|| &self.features[slot * self.dimension..(slot + 1) * self.dimension])
+    }
 }

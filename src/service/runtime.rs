@@ -23,13 +23,13 @@ use tokio::sync::Notify;
 
 use super::metrics::{DropReason, Metrics};
 use super::protocol::{
-    self, DecoderDescription, Hello, Limits, ServerMessage, Status, StatusEvent, StreamDescription,
-    Topic,
+    self, DecoderDescription, ErrorCode, Hello, Limits, ServerMessage, Status, StatusEvent,
+    StreamDescription, Topic,
 };
 use super::{ServiceConfig, Shutdown};
 use crate::control::Controller;
 use crate::error::{Error, Result};
-use crate::pipeline::{Pipeline, RejectKind};
+use crate::pipeline::{Pipeline, RecentCommands, RejectKind};
 use crate::record::{RecordSummary, Recorder, SessionEvent};
 use crate::source::{Source, SourceItem, StreamStatus};
 
@@ -431,6 +431,7 @@ fn dsp_loop(
         }
     };
     let mut seq = 0u64;
+    let mut recent = RecentCommands::new(pipeline.feature_names().len());
     let classes = pipeline.class_names().to_vec();
     let rate = pipeline.output_info().nominal_rate;
     loop {
@@ -449,6 +450,7 @@ fn dsp_loop(
                     &feedback,
                     &mut summary,
                     recorder,
+                    &recent,
                     now,
                 );
                 continue;
@@ -491,6 +493,7 @@ fn dsp_loop(
                     };
                     if let Some(decision) = controller.decide(window.end_timestamp, probabilities) {
                         seq += 1;
+                        recent.remember(seq, window.values);
                         summary.commands += 1;
                         Metrics::add(&metrics.commands_out, 1);
                         let json = ServerMessage::Command(protocol::Command {
@@ -600,6 +603,7 @@ fn dsp_loop(
             &feedback,
             &mut summary,
             recorder,
+            &recent,
             now,
         );
     }
@@ -614,16 +618,39 @@ fn apply_feedback(
     feedback: &Receiver<FeedbackRequest>,
     summary: &mut DspSummary,
     recorder: &mut Option<Recorder>,
+    recent: &RecentCommands,
     now: f64,
 ) {
     while let Ok(request) = feedback.try_recv() {
-        let applied = pipeline.learn(request.label);
+        let applied = match request.seq {
+            None => pipeline.learn(request.label),
+            Some(seq) => match recent.features(seq) {
+                Some(features) => pipeline.learn_from(features, request.label),
+                None => {
+                    request.reply.push(Outgoing {
+                        text: ServerMessage::error(
+                            ErrorCode::BadRequest,
+                            format!(
+                                "feedback for command seq {seq}: not among the last {} \
+                                 commands; nothing learned",
+                                RecentCommands::CAPACITY
+                            ),
+                        )
+                        .to_json()
+                        .into(),
+                        arrived: None,
+                    });
+                    continue;
+                }
+            },
+        };
         // Recorded with the sample count it follows, so a replay learns at the same point.
         if let Some(recorder) = recorder.as_mut() {
             let event = SessionEvent::Feedback {
                 after_samples: summary.samples,
                 label: request.label,
                 applied,
+                seq: request.seq,
             };
             if !recorder.session(now, &event) {
                 hub.metrics.count_drop(DropReason::Recorder, 1);
