@@ -537,3 +537,136 @@ async fn feedback_about_a_command_uses_its_window() {
     setup.service.shutdown().trigger();
     setup.service.wait().await.unwrap();
 }
+
+fn resident_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// 1 000 concurrent clients on loopback, 200 of which subscribe to everything and never read:
+/// the 800 others get every command in order, the slow ones' losses are counted, and memory
+/// stays bounded by the per-client queues (not by how much they failed to read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_clients_with_a_fifth_never_reading() {
+    const READERS: usize = 800;
+    const SLOW: usize = 200;
+    let config = ServiceConfig {
+        client_queue: 32,
+        max_clients: READERS + SLOW + 10,
+        ..ServiceConfig::default()
+    };
+    // 240 s of all 16 channels at 12× real time: a pace 800 readers on two cores keep up with
+    // (as fast as possible would overflow the readers' queues too), and enough signal (~6 MB
+    // per slow client) to get past the kernel's socket buffers into the queues.
+    let setup = start(config, None, true, Some(240.0), 12.0).await;
+    let rss_before = resident_kib();
+    let connecting = std::time::Instant::now();
+    let mut slow = Vec::new();
+    for _ in 0..SLOW {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(setup.service.local_addr()).await.unwrap();
+        let (mut client, _) = tokio_tungstenite::client_async(
+            setup.url.as_str(),
+            tokio_tungstenite::MaybeTlsStream::Plain(stream),
+        )
+        .await
+        .unwrap();
+        send(
+            &mut client,
+            r#"{"type":"subscribe","topics":["signal","features"]}"#,
+        )
+        .await;
+        assert_eq!(next_json(&mut client).await.unwrap()["type"], "hello");
+        assert_eq!(next_json(&mut client).await.unwrap()["type"], "subscribed");
+        slow.push(client);
+    }
+    let (total_tx, total_rx) = tokio::sync::watch::channel(0u64);
+    let mut readers = Vec::new();
+    for _ in 0..READERS {
+        let mut client = connect(&setup.url).await;
+        let mut total_rx = total_rx.clone();
+        readers.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            let mut latencies = Vec::new();
+            loop {
+                let total = *total_rx.borrow_and_update();
+                if total > 0 && seqs.len() as u64 >= total {
+                    break;
+                }
+                // No per-message timeout here: a reader that has everything waits for the
+                // total, however long the 1 000 connections took to set up.
+                tokio::select! {
+                    message = client.next() => {
+                        let Some(Ok(Message::Text(text))) = message else {
+                            assert!(message.is_some(), "connection ended");
+                            continue;
+                        };
+                        let message: Value = serde_json::from_str(text.as_str()).unwrap();
+                        if message["type"] == "command" {
+                            seqs.push(message["seq"].as_u64().unwrap());
+                            latencies.push(message["latency_ms"].as_f64().unwrap());
+                        }
+                    }
+                    _ = total_rx.changed() => {}
+                }
+            }
+            (seqs, latencies, client)
+        }));
+    }
+    eprintln!("1 000 clients connected in {:?}", connecting.elapsed());
+    setup.hold_end.store(true, Ordering::Relaxed);
+    setup.gate.store(true, Ordering::Relaxed);
+    let metrics = setup.service.metrics();
+    let deadline = std::time::Instant::now() + PATIENCE * 4;
+    while metrics.samples_in.load(Ordering::Relaxed) < 38_400 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let commands = metrics.commands_out.load(Ordering::Relaxed);
+    assert!(commands > 0);
+    total_tx.send(commands).unwrap();
+    let mut latencies = Vec::new();
+    let mut clients = Vec::new();
+    for reader in readers {
+        let (seqs, mut l, client) = tokio::time::timeout(PATIENCE * 4, reader)
+            .await
+            .expect("a reader never got every command")
+            .unwrap();
+        assert_eq!(
+            seqs,
+            (1..=commands).collect::<Vec<_>>(),
+            "a reader lost commands"
+        );
+        latencies.append(&mut l);
+        clients.push(client);
+    }
+    let dropped = metrics.drops(neurostream::service::metrics::DropReason::ClientQueue);
+    assert!(dropped > 0, "the slow clients' queues never overflowed");
+    let rss_after = resident_kib();
+    // Unbounded queues would hold the whole 240 s of 16-channel signal and features JSON per
+    // slow client (several MB each, hundreds of MB for 200); bounded ones hold 32 messages.
+    let growth_mib = rss_after.saturating_sub(rss_before) / 1024;
+    assert!(growth_mib < 256, "resident memory grew by {growth_mib} MiB");
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    eprintln!(
+        "{READERS} readers got all {commands} commands each; {SLOW} never-reading clients lost \
+         {dropped} messages; resident memory {rss_before} kB → {rss_after} kB; command \
+         latency (chunk arrival → queued) p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        at(0.5),
+        at(0.99),
+        latencies.last().unwrap()
+    );
+    setup.hold_end.store(false, Ordering::Relaxed);
+    drop(slow);
+    drop(clients);
+    setup.service.wait().await.unwrap();
+}

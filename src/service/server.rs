@@ -205,8 +205,12 @@ async fn ws_handler(
         return (StatusCode::SERVICE_UNAVAILABLE, "too many clients\n").into_response();
     }
     let limit = hub.config.max_message_bytes;
+    // Small per-connection buffers: tungstenite's defaults (128 KiB each way) cost 256 MiB
+    // for 1 000 clients; our messages are a few KiB and each is written as soon as it is sent.
     ws.max_message_size(limit)
         .max_frame_size(limit)
+        .read_buffer_size(CONNECTION_READ_BUFFER)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
             Metrics::add(&hub.metrics.connections_total, 1);
             client_session(socket, hub).await;
@@ -394,6 +398,9 @@ fn handle_text(hub: &Hub, client: &Arc<ClientQueue>, text: &str) {
         }
     }
 }
+
+/// Bytes read from a client socket at a time.
+const CONNECTION_READ_BUFFER: usize = 8 * 1024;
 
 async fn write_loop(
     mut sender: futures_util::stream::SplitSink<WebSocket, Message>,
