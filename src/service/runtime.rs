@@ -432,7 +432,6 @@ fn dsp_loop(
     };
     let mut seq = 0u64;
     let mut recent = RecentCommands::new(pipeline.feature_names().len());
-    let classes = pipeline.class_names().to_vec();
     let rate = pipeline.output_info().nominal_rate;
     loop {
         // A live stream can go quiet for minutes (headset off): wake up regularly so that
@@ -446,7 +445,6 @@ fn dsp_loop(
                 apply_feedback(
                     hub,
                     &mut pipeline,
-                    &classes,
                     &feedback,
                     &mut summary,
                     recorder,
@@ -599,7 +597,6 @@ fn dsp_loop(
         apply_feedback(
             hub,
             &mut pipeline,
-            &classes,
             &feedback,
             &mut summary,
             recorder,
@@ -614,7 +611,6 @@ fn dsp_loop(
 fn apply_feedback(
     hub: &Hub,
     pipeline: &mut Pipeline,
-    classes: &[String],
     feedback: &Receiver<FeedbackRequest>,
     summary: &mut DspSummary,
     recorder: &mut Option<Recorder>,
@@ -672,7 +668,7 @@ fn apply_feedback(
         }
         request.reply.push(Outgoing {
             text: ServerMessage::Learned(protocol::Learned {
-                class: classes[request.label].clone(),
+                class: pipeline.class_names()[request.label].clone(),
                 applied,
                 decoder_version: version,
                 seq: request.seq,
