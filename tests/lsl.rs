@@ -113,6 +113,26 @@ impl Drop for EdfPeer {
     }
 }
 
+/// Run the independent pylsl inlet on stream `name` for `samples` samples; its JSON summary.
+fn pylsl_inlet(name: &str, samples: usize) -> Value {
+    let output = Command::new("python3")
+        .arg(peer_script("lsl_inlet.py"))
+        .args([name, &samples.to_string()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn labels_of(summary: &Value) -> Vec<&str> {
+    summary["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect()
+}
+
 fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", std::process::id())
 }
@@ -254,23 +274,11 @@ fn our_outlet_into_pylsl_inlet() {
         let stop = std::sync::atomic::AtomicBool::new(false);
         neurostream::publish::run(&mut source, &stop, |_| {}).unwrap()
     });
-    let output = Command::new("python3")
-        .arg(peer_script("lsl_inlet.py"))
-        .args([&name, "320"])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let summary = pylsl_inlet(&name, 320);
     assert_eq!(summary["channel_count"], 16);
     assert_eq!(summary["rate"], 160.0);
     assert_eq!(summary["samples"], 320);
-    let seen: Vec<&str> = summary["labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l.as_str().unwrap())
-        .collect();
-    assert_eq!(seen, labels);
+    assert_eq!(labels_of(&summary), labels);
     let span = summary["span"].as_f64().unwrap();
     assert!((span - 319.0 / 160.0).abs() < 0.05, "span {span}");
     let published = publisher.join().unwrap();
@@ -465,25 +473,13 @@ fn replay_onto_lsl_read_by_pylsl() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let output = Command::new("python3")
-        .arg(peer_script("lsl_inlet.py"))
-        .args(["S001R04", "480"])
-        .output()
-        .unwrap();
+    let summary = pylsl_inlet("S001R04", 480);
     let _ = replay.kill();
     let _ = replay.wait();
-    assert!(output.status.success(), "{output:?}");
-    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(summary["channel_count"], 64);
     assert_eq!(summary["rate"], 160.0);
     assert_eq!(summary["samples"], 480);
-    let seen: Vec<&str> = summary["labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l.as_str().unwrap())
-        .collect();
-    assert_eq!(seen, labels);
+    assert_eq!(labels_of(&summary), labels);
     // Timestamps keep the recording's timing whatever the replay speed.
     let span = summary["span"].as_f64().unwrap();
     assert!((span - 479.0 / 160.0).abs() < 1e-3, "span {span}");

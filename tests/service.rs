@@ -109,6 +109,29 @@ async fn start(
     }
 }
 
+/// A client with a tiny receive buffer, subscribed to everything, that the test will not read
+/// from: its queue on the server must overflow.
+async fn silent_client(setup: &Setup) -> Socket {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(setup.service.local_addr()).await.unwrap();
+    let (mut client, _) = tokio_tungstenite::client_async(
+        setup.url.as_str(),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .unwrap();
+    send(
+        &mut client,
+        r#"{"type":"subscribe","topics":["signal","features"]}"#,
+    )
+    .await;
+    // Wait until the subscription is in effect (the reply follows hello).
+    assert_eq!(next_json(&mut client).await.unwrap()["type"], "hello");
+    assert_eq!(next_json(&mut client).await.unwrap()["type"], "subscribed");
+    client
+}
+
 async fn connect(url: &str) -> Socket {
     tokio_tungstenite::connect_async(url).await.unwrap().0
 }
@@ -249,24 +272,7 @@ async fn a_client_that_never_reads_loses_messages_and_delays_nobody() {
     // All 16 channels, as fast as possible: ~15 MB of signal for the slow client.
     let setup = start(config, None, true, Some(600.0), 0.0).await;
     let mut good = connect(&setup.url).await;
-    let addr = setup.service.local_addr();
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(addr).await.unwrap();
-    let (mut slow, _) = tokio_tungstenite::client_async(
-        setup.url.as_str(),
-        tokio_tungstenite::MaybeTlsStream::Plain(stream),
-    )
-    .await
-    .unwrap();
-    send(
-        &mut slow,
-        r#"{"type":"subscribe","topics":["signal","features"]}"#,
-    )
-    .await;
-    // Wait until the subscription is in effect (the reply follows hello).
-    assert_eq!(next_json(&mut slow).await.unwrap()["type"], "hello");
-    assert_eq!(next_json(&mut slow).await.unwrap()["type"], "subscribed");
+    let mut slow = silent_client(&setup).await;
     setup.hold_end.store(true, Ordering::Relaxed);
     setup.gate.store(true, Ordering::Relaxed);
     // Wait until the whole stream went through the pipeline (the source then holds its end).
@@ -567,23 +573,7 @@ async fn a_thousand_clients_with_a_fifth_never_reading() {
     let connecting = std::time::Instant::now();
     let mut slow = Vec::new();
     for _ in 0..SLOW {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        let stream = socket.connect(setup.service.local_addr()).await.unwrap();
-        let (mut client, _) = tokio_tungstenite::client_async(
-            setup.url.as_str(),
-            tokio_tungstenite::MaybeTlsStream::Plain(stream),
-        )
-        .await
-        .unwrap();
-        send(
-            &mut client,
-            r#"{"type":"subscribe","topics":["signal","features"]}"#,
-        )
-        .await;
-        assert_eq!(next_json(&mut client).await.unwrap()["type"], "hello");
-        assert_eq!(next_json(&mut client).await.unwrap()["type"], "subscribed");
-        slow.push(client);
+        slow.push(silent_client(&setup).await);
     }
     let (total_tx, total_rx) = tokio::sync::watch::channel(0u64);
     let mut readers = Vec::new();
