@@ -123,17 +123,8 @@ pub(super) fn run(
         } else {
             since_improvement += 1;
         }
-        if generation + 1 == settings.generations {
-            break;
-        }
-        if since_improvement >= settings.patience {
-            stop = StopReason::Stagnation;
-            break;
-        }
-        // Checked between blocks, as the GA checks between generations: a run stopped by the
-        // clock is then re-run exactly with `generations` set to its block count.
-        if clock.out_of_time() {
-            stop = StopReason::Budget;
+        if let Some(reason) = super::should_stop(generation, since_improvement, settings, clock) {
+            stop = reason;
             break;
         }
     }

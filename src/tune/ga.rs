@@ -74,15 +74,8 @@ pub(super) fn run(
         on_generation(&entry);
         log.push(entry);
 
-        if generation + 1 == settings.generations {
-            break;
-        }
-        if since_improvement >= settings.patience {
-            stop = StopReason::Stagnation;
-            break;
-        }
-        if clock.out_of_time() {
-            stop = StopReason::Budget;
+        if let Some(reason) = super::should_stop(generation, since_improvement, settings, clock) {
+            stop = reason;
             break;
         }
 

@@ -273,6 +273,26 @@ pub fn search(
     }
 }
 
+/// The one stopping rule of both optimisers, checked after each generation (GA) or block of
+/// steps (annealing): `Some(reason)` to stop. Checking the clock only here means a run stopped
+/// by its budget is re-run exactly with `generations` set to the count it reached.
+fn should_stop(
+    generation: usize,
+    since_improvement: usize,
+    settings: &Settings,
+    clock: &Clock,
+) -> Option<StopReason> {
+    if generation + 1 == settings.generations {
+        Some(StopReason::Generations)
+    } else if since_improvement >= settings.patience {
+        Some(StopReason::Stagnation)
+    } else if clock.out_of_time() {
+        Some(StopReason::Budget)
+    } else {
+        None
+    }
+}
+
 struct Clock {
     started: Instant,
     budget: Option<Duration>,
