@@ -13,12 +13,14 @@
 //! the queue is full. Async code lives only at the edges ([`server`], [`client`]).
 //!
 //! - [`protocol`]: the versioned JSON messages (docs/protocol.md).
-//! - [`runtime`]: the threads, the client hub and [`Service`] (start, address, shutdown).
+//! - [`hub`]: what the DSP thread and the client tasks share (client queues, `hello`, feedback).
+//! - [`runtime`]: the source and DSP threads and [`Service`] (start, address, shutdown).
 //! - [`server`]: the axum router (`/ws`, `/metrics`, `/health`), authentication, limits.
 //! - [`metrics`]: counters and the latency histogram in the Prometheus text format.
 //! - [`client`]: the small client behind `neurostream listen`.
 
 pub mod client;
+pub mod hub;
 pub mod metrics;
 pub mod protocol;
 pub mod runtime;

@@ -11,16 +11,14 @@
 //!   command and feedback step to a [`Recorder`] (its own thread, bounded channel, never
 //!   waited for; see [`crate::record`]).
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::Instant;
 
 use rand::Rng;
-use tokio::sync::Notify;
 
+use super::hub::{FeedbackRequest, Hub, Outgoing};
 use super::metrics::{DropReason, Metrics};
 use super::protocol::{
     self, DecoderDescription, ErrorCode, Hello, Limits, ServerMessage, Status, StatusEvent,
@@ -39,191 +37,6 @@ pub const SOURCE_CHANNEL: usize = 64;
 const IDLE_WAKEUP: std::time::Duration = std::time::Duration::from_millis(100);
 /// Feedback requests in flight to the DSP thread.
 pub const FEEDBACK_CHANNEL: usize = 64;
-
-/// One queued outgoing message: JSON text, and for commands the chunk arrival time (for the
-/// latency histogram when it is actually sent).
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    pub text: Arc<str>,
-    pub arrived: Option<Instant>,
-}
-
-/// A client's bounded queue: the producer never waits; when full, the oldest message goes.
-#[derive(Debug)]
-pub struct ClientQueue {
-    queue: Mutex<VecDeque<Outgoing>>,
-    capacity: usize,
-    pub notify: Notify,
-    dropped: AtomicU64,
-    topics: AtomicU8,
-}
-
-impl ClientQueue {
-    pub fn new(capacity: usize) -> Self {
-        ClientQueue {
-            queue: Mutex::new(VecDeque::with_capacity(capacity)),
-            capacity,
-            notify: Notify::new(),
-            dropped: AtomicU64::new(0),
-            topics: AtomicU8::new(0),
-        }
-    }
-
-    /// Queue `message`; returns `false` if an older message had to be dropped for it.
-    pub fn push(&self, message: Outgoing) -> bool {
-        let mut dropped = false;
-        {
-            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            if queue.len() >= self.capacity {
-                queue.pop_front();
-                dropped = true;
-            }
-            queue.push_back(message);
-        }
-        if dropped {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        self.notify.notify_one();
-        !dropped
-    }
-
-    pub fn pop(&self) -> Option<Outgoing> {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front()
-    }
-
-    /// Messages dropped since the client connected.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
-    pub fn subscribe(&self, topic: Topic) {
-        self.topics.fetch_or(topic.bit(), Ordering::Relaxed);
-    }
-
-    pub fn unsubscribe(&self, topic: Topic) {
-        self.topics.fetch_and(!topic.bit(), Ordering::Relaxed);
-    }
-
-    pub fn subscribed(&self, topic: Topic) -> bool {
-        self.topics.load(Ordering::Relaxed) & topic.bit() != 0
-    }
-
-    pub fn topics(&self) -> Vec<Topic> {
-        [Topic::Features, Topic::Signal]
-            .into_iter()
-            .filter(|t| self.subscribed(*t))
-            .collect()
-    }
-}
-
-/// A client's request to learn from the most recent window.
-#[derive(Debug)]
-pub struct FeedbackRequest {
-    pub label: usize,
-    pub seq: Option<u64>,
-    pub reply: Arc<ClientQueue>,
-}
-
-/// What the DSP thread and the client tasks share.
-#[derive(Debug)]
-pub struct Hub {
-    pub config: ServiceConfig,
-    pub metrics: Arc<Metrics>,
-    pub shutdown: Shutdown,
-    /// The `hello` every new client gets first (decoder version updated by the DSP thread).
-    hello: Mutex<Hello>,
-    clients: Mutex<Vec<Arc<ClientQueue>>>,
-    feedback: SyncSender<FeedbackRequest>,
-}
-
-impl Hub {
-    pub fn hello(&self) -> Hello {
-        self.hello.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub fn classes(&self) -> Vec<String> {
-        self.hello().classes
-    }
-
-    /// Register a client; its queue starts with `hello`.
-    pub fn connect(&self) -> Arc<ClientQueue> {
-        let client = Arc::new(ClientQueue::new(self.config.client_queue));
-        client.push(Outgoing {
-            text: ServerMessage::Hello(self.hello()).to_json().into(),
-            arrived: None,
-        });
-        self.clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(client.clone());
-        client
-    }
-
-    pub fn disconnect(&self, client: &Arc<ClientQueue>) {
-        self.clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|c| !Arc::ptr_eq(c, client));
-    }
-
-    /// Send to every client (subscribed to `topic`, when given) without waiting.
-    fn broadcast(&self, message: &ServerMessage, topic: Option<Topic>, arrived: Option<Instant>) {
-        self.broadcast_with(|| message.to_json().into(), topic, arrived);
-    }
-
-    /// [`Hub::broadcast`] of an already serialised message.
-    fn broadcast_text(&self, text: Arc<str>, topic: Option<Topic>, arrived: Option<Instant>) {
-        self.broadcast_with(|| text.clone(), topic, arrived);
-    }
-
-    /// Serialises (with `text`) only if some client is to receive the message.
-    fn broadcast_with(
-        &self,
-        text: impl FnOnce() -> Arc<str>,
-        topic: Option<Topic>,
-        arrived: Option<Instant>,
-    ) {
-        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        let mut text = Some(text);
-        let mut serialised: Option<Arc<str>> = None;
-        for client in clients.iter() {
-            if topic.is_some_and(|t| !client.subscribed(t)) {
-                continue;
-            }
-            let message = serialised
-                .get_or_insert_with(|| text.take().expect("serialised once")())
-                .clone();
-            if !client.push(Outgoing {
-                text: message,
-                arrived,
-            }) {
-                self.metrics.count_drop(DropReason::ClientQueue, 1);
-            }
-        }
-    }
-
-    fn any_subscribed(&self, topic: Topic) -> bool {
-        self.clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .any(|c| c.subscribed(topic))
-    }
-
-    /// Queue a feedback request for the DSP thread; `false` if its channel is full.
-    pub fn feedback(&self, request: FeedbackRequest) -> bool {
-        match self.feedback.try_send(request) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.metrics.count_drop(DropReason::FeedbackQueue, 1);
-                false
-            }
-        }
-    }
-}
 
 /// Counts of one service run's DSP thread.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -307,14 +120,7 @@ impl Service {
             },
         };
         let (feedback_tx, feedback_rx) = mpsc::sync_channel(FEEDBACK_CHANNEL);
-        let hub = Arc::new(Hub {
-            config,
-            metrics: Arc::new(Metrics::default()),
-            shutdown: Shutdown::new(),
-            hello: Mutex::new(hello),
-            clients: Mutex::new(Vec::new()),
-            feedback: feedback_tx,
-        });
+        let hub = Arc::new(Hub::new(config, hello, feedback_tx));
 
         let (items_tx, items_rx) =
             mpsc::sync_channel::<(Result<SourceItem>, Instant)>(SOURCE_CHANNEL);
@@ -657,15 +463,7 @@ fn apply_feedback(
             Metrics::add(&hub.metrics.feedback_applied, 1);
         }
         let version = pipeline.decoder_version();
-        if let Some(decoder) = hub
-            .hello
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .decoder
-            .as_mut()
-        {
-            decoder.version = version;
-        }
+        hub.set_decoder_version(version);
         request.reply.push(Outgoing {
             text: ServerMessage::Learned(protocol::Learned {
                 class: pipeline.class_names()[request.label].clone(),

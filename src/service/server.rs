@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 
 use super::metrics::{DropReason, Metrics};
 use super::protocol::{self, ClientMessage, ErrorCode, ServerMessage, Status, StatusEvent};
-use super::runtime::{ClientQueue, FeedbackRequest, Hub, Outgoing};
+use super::hub::{ClientQueue, FeedbackRequest, Hub, Outgoing};
 
 /// Close codes (RFC 6455 §7.4.1).
 pub mod close_code {
