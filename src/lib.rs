@@ -55,6 +55,7 @@
 
 pub mod control;
 pub mod decoder;
+pub mod engine;
 pub mod epochs;
 pub mod error;
 pub mod evaluate;

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::EngineSink;
 use crate::error::{Error, Result};
-use crate::pipeline::{WindowFeatures, WindowSink};
+use crate::pipeline::WindowFeatures;
 use crate::stream::Event;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -199,7 +200,7 @@ fn argmax(values: &[f64]) -> usize {
         .0
 }
 
-impl WindowSink for FeatureWriter {
+impl EngineSink for FeatureWriter {
     fn window(&mut self, features: WindowFeatures<'_>, marker: Option<&str>) -> Result<()> {
         self.write_window(features, marker)
             .map_err(|e| self.io(e))?;

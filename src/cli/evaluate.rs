@@ -189,7 +189,12 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
                     let first = subject.files.first().cloned().unwrap_or_default();
                     let (calibration, session) = split(subject, |f| f != first);
                     let calibration = cut(&calibration, &config, "calibration", &subject.name)?;
-                    let session = cut(&session, &config, "later", &subject.name)?;
+                    if session.is_empty() {
+                        return Err(Error::Other(format!(
+                            "subject {}: no later recordings for the online session",
+                            subject.name
+                        )));
+                    }
                     let outcome = evaluate::online(&config, &calibration, &session)?;
                     let extra = format!(
                         "frozen acc {:.3}{}; {} updates",

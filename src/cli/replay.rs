@@ -7,8 +7,9 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use neurostream::engine::Engine;
 use neurostream::output::{FeatureWriter, OutputFormat};
-use neurostream::pipeline::{self, Pipeline, PipelineConfig, SourceConfig};
+use neurostream::pipeline::{Pipeline, PipelineConfig, SourceConfig};
 use neurostream::source::replay::{Replay, ReplayConfig};
 use neurostream::source::Source;
 use neurostream::Result;
@@ -112,7 +113,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     if args.lsl {
         return publish(&args.file, &mut source);
     }
-    let mut pipeline = Pipeline::build(&config, source.stream_info(), model.clone())?;
+    let pipeline = Pipeline::build(&config, source.stream_info(), model.clone())?;
     if args.serve {
         return super::serve(
             &args.service,
@@ -127,9 +128,8 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     let mut sink = FeatureWriter::open(out, format, pipeline.feature_names().to_vec())?
         .with_classes(pipeline.class_names().to_vec());
     let bar = super::progress_bar(source.total_samples() as u64, "samples");
-    let summary = pipeline::run(&mut source, &mut pipeline, &mut sink, |s| {
-        bar.set_position(s.samples)
-    })?;
+    let summary =
+        Engine::new(pipeline, None).run(&mut source, &mut sink, |s| bar.set_position(s.samples))?;
     bar.finish_and_clear();
     tracing::info!(
         samples = summary.samples,

@@ -114,11 +114,7 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(
-        config: ServiceConfig,
-        hello: Hello,
-        feedback: SyncSender<FeedbackRequest>,
-    ) -> Self {
+    pub fn new(config: ServiceConfig, hello: Hello, feedback: SyncSender<FeedbackRequest>) -> Self {
         Hub {
             config,
             metrics: Arc::new(Metrics::default()),
@@ -172,7 +168,12 @@ impl Hub {
     }
 
     /// Send to every client (subscribed to `topic`, when given) without waiting.
-    pub fn broadcast(&self, message: &ServerMessage, topic: Option<Topic>, arrived: Option<Instant>) {
+    pub fn broadcast(
+        &self,
+        message: &ServerMessage,
+        topic: Option<Topic>,
+        arrived: Option<Instant>,
+    ) {
         self.broadcast_with(|| message.to_json().into(), topic, arrived);
     }
 
@@ -226,4 +227,3 @@ impl Hub {
         }
     }
 }
-

@@ -3,9 +3,10 @@
 //! - The **source thread** calls the blocking [`Source::next_item`] and sends each item, with
 //!   its arrival time, into a bounded channel (it blocks when the DSP thread is behind: that
 //!   is back-pressure on a finite source, never on a client).
-//! - The **DSP thread** runs [`Pipeline::process`] and [`Controller::decide`], serialises each
-//!   message once and pushes it into every client's [`ClientQueue`] without waiting; between
-//!   chunks it applies client feedback from a second bounded channel.
+//! - The **DSP thread** drives the session [`Engine`] (pipeline, controller, feedback — the
+//!   same engine `replay` and `evaluate --online` run), serialises each message once and
+//!   pushes it into every client's queue ([`super::hub`]) without waiting; between items it
+//!   applies client feedback from a second bounded channel.
 //! - The **client tasks** (see [`super::server`]) drain their own queue onto the socket.
 //! - With [`ServiceConfig::record`], the DSP thread also hands every raw chunk, marker batch,
 //!   command and feedback step to a [`Recorder`] (its own thread, bounded channel, never
@@ -26,10 +27,12 @@ use super::protocol::{
 };
 use super::{ServiceConfig, Shutdown};
 use crate::control::Controller;
+use crate::engine::{CommandEvent, Engine, EngineSink, Learned, SessionEvent};
 use crate::error::{Error, Result};
-use crate::pipeline::{Pipeline, RecentCommands, RejectKind};
-use crate::record::{RecordSummary, Recorder, SessionEvent};
+use crate::pipeline::{Pipeline, RejectKind, Rejected, WindowFeatures};
+use crate::record::{RecordSummary, Recorder};
 use crate::source::{Source, SourceItem, StreamStatus};
+use crate::stream::{Chunk, Event};
 
 /// Items in flight from the source thread to the DSP thread.
 pub const SOURCE_CHANNEL: usize = 64;
@@ -221,24 +224,21 @@ impl Service {
 
 fn dsp_loop(
     hub: &Hub,
-    mut pipeline: Pipeline,
-    mut controller: Option<Controller>,
+    pipeline: Pipeline,
+    controller: Option<Controller>,
     items: Receiver<(Result<SourceItem>, Instant)>,
     feedback: Receiver<FeedbackRequest>,
     recorder: &mut Option<Recorder>,
 ) -> Result<DspSummary> {
-    let metrics = &hub.metrics;
-    let mut summary = DspSummary::default();
-    // Stream time of the newest sample processed: where session events sit in the recording.
-    let mut now = 0.0;
-    let recorder_drop = |recorded: bool| {
-        if !recorded {
-            metrics.count_drop(DropReason::Recorder, 1);
-        }
+    let mut engine = Engine::new(pipeline, controller);
+    let mut sink = ServiceSink {
+        hub,
+        recorder,
+        arrived: Instant::now(),
+        want_features: false,
+        want_signal: false,
+        reply: None,
     };
-    let mut seq = 0u64;
-    let mut recent = RecentCommands::new(pipeline.feature_names().len());
-    let rate = pipeline.output_info().nominal_rate;
     loop {
         // A live stream can go quiet for minutes (headset off): wake up regularly so that
         // shutdown and client feedback are still served.
@@ -248,15 +248,7 @@ fn dsp_loop(
                 if hub.shutdown.is_triggered() {
                     break;
                 }
-                apply_feedback(
-                    hub,
-                    &mut pipeline,
-                    &feedback,
-                    &mut summary,
-                    recorder,
-                    &recent,
-                    now,
-                );
+                apply_feedback(&mut engine, &feedback, &mut sink)?;
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -264,216 +256,211 @@ fn dsp_loop(
         if hub.shutdown.is_triggered() {
             break;
         }
-        match item? {
-            SourceItem::Chunk(mut chunk) => {
-                // Raw samples, before the pipeline filters them in place.
-                if let Some(recorder) = recorder.as_mut() {
-                    recorder_drop(recorder.chunk(&chunk));
-                }
-                now = chunk.last_timestamp().unwrap_or(now);
-                summary.chunks += 1;
-                summary.samples += chunk.samples() as u64;
-                Metrics::add(&metrics.chunks_in, 1);
-                Metrics::add(&metrics.samples_in, chunk.samples() as u64);
-                let want_features = hub.any_subscribed(Topic::Features);
-                let rejected = pipeline.process(&mut chunk, |window| {
-                    summary.windows += 1;
-                    Metrics::add(&metrics.windows_processed, 1);
-                    if want_features {
-                        hub.broadcast(
-                            &ServerMessage::Features(protocol::Features {
-                                timestamp: window.end_timestamp,
-                                values: window.values.to_vec(),
-                                probabilities: window.probabilities.map(<[f64]>::to_vec),
-                            }),
-                            Some(Topic::Features),
-                            None,
-                        );
-                    }
-                    let (Some(controller), Some(probabilities)) =
-                        (controller.as_mut(), window.probabilities)
-                    else {
-                        return;
-                    };
-                    if let Some(decision) = controller.decide(window.end_timestamp, probabilities) {
-                        seq += 1;
-                        recent.remember(seq, window.values);
-                        summary.commands += 1;
-                        Metrics::add(&metrics.commands_out, 1);
-                        let json = ServerMessage::Command(protocol::Command {
-                            seq,
-                            command: decision.command.to_owned(),
-                            class: decision.class.to_owned(),
-                            class_index: decision.class_index,
-                            confidence: decision.confidence,
-                            probabilities: probabilities.to_vec(),
-                            timestamp: window.end_timestamp,
-                            latency_ms: arrived.elapsed().as_secs_f64() * 1e3,
-                        })
-                        .to_json();
-                        let text: Arc<str> = json.as_str().into();
-                        if let Some(recorder) = recorder.as_mut() {
-                            recorder_drop(recorder.command(window.end_timestamp, json));
-                        }
-                        hub.broadcast_text(text, None, Some(arrived));
-                    }
-                });
-                if let Some(rejected) = rejected {
-                    // The pipeline has reset itself; the controller's dwell count must not
-                    // bridge the hole either.
-                    if let Some(c) = controller.as_mut() {
-                        c.reset();
-                    }
-                    tracing::warn!("{}", rejected.reason);
-                    let reason = match rejected.kind {
-                        RejectKind::BadValues => DropReason::BadSamples,
-                        RejectKind::Duplicate => DropReason::Duplicate,
-                    };
-                    metrics.count_drop(reason, rejected.samples as u64);
-                    if let (Some(recorder), RejectKind::BadValues) =
-                        (recorder.as_mut(), rejected.kind)
-                    {
-                        let event = SessionEvent::Reset {
-                            after_samples: summary.samples,
-                            reason: rejected.reason.clone(),
-                        };
-                        recorder_drop(recorder.session(now, &event));
-                    }
-                    hub.broadcast(
-                        &ServerMessage::Status(Status {
-                            reason: Some(rejected.reason),
-                            samples: Some(rejected.samples as u64),
-                            ..Status::event(StatusEvent::SamplesDropped)
-                        }),
-                        None,
-                        None,
-                    );
-                } else if !chunk.is_empty() && hub.any_subscribed(Topic::Signal) {
-                    let values = (0..chunk.channels())
-                        .map(|c| chunk.channel(c).to_vec())
-                        .collect();
-                    hub.broadcast(
-                        &ServerMessage::Signal(protocol::Signal {
-                            timestamp: chunk.timestamps()[0],
-                            rate,
-                            values,
-                        }),
-                        Some(Topic::Signal),
-                        None,
-                    );
-                }
-            }
-            SourceItem::Events(events) => {
-                if let Some(recorder) = recorder.as_mut() {
-                    recorder_drop(recorder.markers(events));
-                }
-            }
-            SourceItem::Status(status) => {
-                let message = match status {
-                    StreamStatus::Lost { reason } => {
-                        if let Some(recorder) = recorder.as_mut() {
-                            let event = SessionEvent::Reset {
-                                after_samples: summary.samples,
-                                reason: reason.clone(),
-                            };
-                            recorder_drop(recorder.session(now, &event));
-                        }
-                        pipeline.reset();
-                        if let Some(c) = controller.as_mut() {
-                            c.reset();
-                        }
-                        Status {
-                            reason: Some(reason),
-                            ..Status::event(StatusEvent::StreamLost)
-                        }
-                    }
-                    StreamStatus::Regained => Status::event(StatusEvent::StreamRegained),
-                    StreamStatus::Dropped { samples, reason } => {
-                        metrics.count_drop(DropReason::SourceSamples, samples);
-                        Status {
-                            reason: Some(reason),
-                            samples: Some(samples),
-                            ..Status::event(StatusEvent::SamplesDropped)
-                        }
-                    }
-                };
-                hub.broadcast(&ServerMessage::Status(message), None, None);
-            }
-        }
-        apply_feedback(
-            hub,
-            &mut pipeline,
-            &feedback,
-            &mut summary,
-            recorder,
-            &recent,
-            now,
-        );
+        sink.arrived = arrived;
+        sink.want_features = hub.any_subscribed(Topic::Features);
+        sink.want_signal = hub.any_subscribed(Topic::Signal);
+        engine.on_item(item?, &mut sink)?;
+        apply_feedback(&mut engine, &feedback, &mut sink)?;
     }
-    Ok(summary)
+    let totals = engine.summary();
+    Ok(DspSummary {
+        chunks: totals.chunks,
+        samples: totals.samples,
+        windows: totals.windows,
+        commands: totals.commands,
+        feedback_applied: totals.feedback_applied,
+        recording: None,
+        recorder_dropped: 0,
+    })
 }
 
-/// Learn from the feedback that clients have sent since the last chunk, and answer each.
+/// Learn from the feedback that clients have sent since the last item, and answer each.
 fn apply_feedback(
-    hub: &Hub,
-    pipeline: &mut Pipeline,
+    engine: &mut Engine,
     feedback: &Receiver<FeedbackRequest>,
-    summary: &mut DspSummary,
-    recorder: &mut Option<Recorder>,
-    recent: &RecentCommands,
-    now: f64,
-) {
+    sink: &mut ServiceSink<'_>,
+) -> Result<()> {
     while let Ok(request) = feedback.try_recv() {
-        let applied = match request.seq {
-            None => pipeline.learn(request.label),
-            Some(seq) => match recent.features(seq) {
-                Some(features) => pipeline.learn_from(features, request.label),
-                None => {
-                    request.reply.push(Outgoing {
-                        text: ServerMessage::error(
-                            ErrorCode::BadRequest,
-                            format!(
-                                "feedback for command seq {seq}: not among the last {} \
-                                 commands; nothing learned",
-                                RecentCommands::CAPACITY
-                            ),
-                        )
-                        .to_json()
-                        .into(),
-                        arrived: None,
-                    });
-                    continue;
-                }
+        sink.reply = Some(request.reply.clone());
+        let outcome = engine.feedback(request.label, request.seq, sink);
+        sink.reply = None;
+        if let Err(refusal) = outcome? {
+            request.reply.push(Outgoing {
+                text: ServerMessage::error(ErrorCode::BadRequest, refusal.to_string())
+                    .to_json()
+                    .into(),
+                arrived: None,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What the DSP thread does with the engine's output: metrics, client broadcasts, the
+/// recording.
+struct ServiceSink<'a> {
+    hub: &'a Hub,
+    recorder: &'a mut Option<Recorder>,
+    /// When the item being processed arrived from the source (command latency).
+    arrived: Instant,
+    want_features: bool,
+    want_signal: bool,
+    /// The client whose feedback is being applied.
+    reply: Option<Arc<super::hub::ClientQueue>>,
+}
+
+impl ServiceSink<'_> {
+    fn recorded(&self, accepted: bool) {
+        if !accepted {
+            self.hub.metrics.count_drop(DropReason::Recorder, 1);
+        }
+    }
+
+    fn broadcast_status(&self, status: Status) {
+        self.hub
+            .broadcast(&ServerMessage::Status(status), None, None);
+    }
+}
+
+impl EngineSink for ServiceSink<'_> {
+    fn raw_chunk(&mut self, chunk: &Chunk) -> Result<()> {
+        // Raw samples, before the pipeline filters them in place.
+        if let Some(recorder) = self.recorder.as_mut() {
+            let accepted = recorder.chunk(chunk);
+            self.recorded(accepted);
+        }
+        let metrics = &self.hub.metrics;
+        Metrics::add(&metrics.chunks_in, 1);
+        Metrics::add(&metrics.samples_in, chunk.samples() as u64);
+        Ok(())
+    }
+
+    fn filtered_chunk(&mut self, chunk: &Chunk, rate: f64) -> Result<()> {
+        if self.want_signal {
+            let values = (0..chunk.channels())
+                .map(|c| chunk.channel(c).to_vec())
+                .collect();
+            self.hub.broadcast(
+                &ServerMessage::Signal(protocol::Signal {
+                    timestamp: chunk.timestamps()[0],
+                    rate,
+                    values,
+                }),
+                Some(Topic::Signal),
+                None,
+            );
+        }
+        Ok(())
+    }
+
+    fn window(&mut self, window: WindowFeatures<'_>, _marker: Option<&str>) -> Result<()> {
+        Metrics::add(&self.hub.metrics.windows_processed, 1);
+        if self.want_features {
+            self.hub.broadcast(
+                &ServerMessage::Features(protocol::Features {
+                    timestamp: window.end_timestamp,
+                    values: window.values.to_vec(),
+                    probabilities: window.probabilities.map(<[f64]>::to_vec),
+                }),
+                Some(Topic::Features),
+                None,
+            );
+        }
+        Ok(())
+    }
+
+    fn command(&mut self, command: &CommandEvent<'_>) -> Result<()> {
+        Metrics::add(&self.hub.metrics.commands_out, 1);
+        let json = ServerMessage::Command(protocol::Command {
+            seq: command.seq,
+            command: command.decision.command.to_owned(),
+            class: command.decision.class.to_owned(),
+            class_index: command.decision.class_index,
+            confidence: command.decision.confidence,
+            probabilities: command.probabilities.to_vec(),
+            timestamp: command.timestamp,
+            latency_ms: self.arrived.elapsed().as_secs_f64() * 1e3,
+        })
+        .to_json();
+        let text: Arc<str> = json.as_str().into();
+        if let Some(recorder) = self.recorder.as_mut() {
+            let accepted = recorder.command(command.timestamp, json);
+            self.recorded(accepted);
+        }
+        self.hub.broadcast_text(text, None, Some(self.arrived));
+        Ok(())
+    }
+
+    fn events(&mut self, events: &[Event]) -> Result<()> {
+        if let Some(recorder) = self.recorder.as_mut() {
+            let accepted = recorder.markers(events.to_vec());
+            self.recorded(accepted);
+        }
+        Ok(())
+    }
+
+    fn status(&mut self, status: &StreamStatus) -> Result<()> {
+        let message = match status {
+            StreamStatus::Lost { reason } => Status {
+                reason: Some(reason.clone()),
+                ..Status::event(StatusEvent::StreamLost)
             },
-        };
-        // Recorded with the sample count it follows, so a replay learns at the same point.
-        if let Some(recorder) = recorder.as_mut() {
-            let event = SessionEvent::Feedback {
-                after_samples: summary.samples,
-                label: request.label,
-                applied,
-                seq: request.seq,
-            };
-            if !recorder.session(now, &event) {
-                hub.metrics.count_drop(DropReason::Recorder, 1);
+            StreamStatus::Regained => Status::event(StatusEvent::StreamRegained),
+            StreamStatus::Dropped { samples, reason } => {
+                self.hub
+                    .metrics
+                    .count_drop(DropReason::SourceSamples, *samples);
+                Status {
+                    reason: Some(reason.clone()),
+                    samples: Some(*samples),
+                    ..Status::event(StatusEvent::SamplesDropped)
+                }
             }
-        }
-        if applied {
-            summary.feedback_applied += 1;
-            Metrics::add(&hub.metrics.feedback_applied, 1);
-        }
-        let version = pipeline.decoder_version();
-        hub.set_decoder_version(version);
-        request.reply.push(Outgoing {
-            text: ServerMessage::Learned(protocol::Learned {
-                class: pipeline.class_names()[request.label].clone(),
-                applied,
-                decoder_version: version,
-                seq: request.seq,
-            })
-            .to_json()
-            .into(),
-            arrived: None,
+        };
+        self.broadcast_status(message);
+        Ok(())
+    }
+
+    fn refused(&mut self, rejected: &Rejected) -> Result<()> {
+        let reason = match rejected.kind {
+            RejectKind::BadValues => DropReason::BadSamples,
+            RejectKind::Duplicate => DropReason::Duplicate,
+        };
+        self.hub.metrics.count_drop(reason, rejected.samples as u64);
+        self.broadcast_status(Status {
+            reason: Some(rejected.reason.clone()),
+            samples: Some(rejected.samples as u64),
+            ..Status::event(StatusEvent::SamplesDropped)
         });
+        Ok(())
+    }
+
+    fn session_event(&mut self, timestamp: f64, event: &SessionEvent) -> Result<()> {
+        if let Some(recorder) = self.recorder.as_mut() {
+            let accepted = recorder.session(timestamp, event);
+            self.recorded(accepted);
+        }
+        Ok(())
+    }
+
+    fn learned(&mut self, learned: &Learned<'_>) -> Result<()> {
+        if learned.applied {
+            Metrics::add(&self.hub.metrics.feedback_applied, 1);
+        }
+        self.hub.set_decoder_version(learned.decoder_version);
+        if let Some(reply) = &self.reply {
+            reply.push(Outgoing {
+                text: ServerMessage::Learned(protocol::Learned {
+                    class: learned.class.to_owned(),
+                    applied: learned.applied,
+                    decoder_version: learned.decoder_version,
+                    seq: learned.seq,
+                })
+                .to_json()
+                .into(),
+                arrived: None,
+            });
+        }
+        Ok(())
     }
 }

@@ -21,9 +21,9 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
+use super::hub::{ClientQueue, FeedbackRequest, Hub, Outgoing};
 use super::metrics::{DropReason, Metrics};
 use super::protocol::{self, ClientMessage, ErrorCode, ServerMessage, Status, StatusEvent};
-use super::hub::{ClientQueue, FeedbackRequest, Hub, Outgoing};
 
 /// Close codes (RFC 6455 §7.4.1).
 pub mod close_code {
