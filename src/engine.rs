@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::control::{Controller, Decision};
 use crate::error::Result;
-use crate::pipeline::{Pipeline, RejectKind, Rejected, WindowFeatures};
+use crate::model::Model;
+use crate::pipeline::{Pipeline, PipelineConfig, RejectKind, Rejected, WindowFeatures};
 use crate::source::{Source, SourceItem, StreamStatus};
 use crate::stream::{Chunk, Event, StreamInfo};
 
@@ -52,6 +53,9 @@ pub enum SessionEvent {
     },
     /// The decoder went back to the calibrated model.
     Rollback { after_samples: u64 },
+    /// A model trained during the session (closed-loop calibration) replaced the pipeline's
+    /// decoder and feature stage from this sample on. `model`: the model file, as JSON.
+    ModelLoaded { after_samples: u64, model: String },
 }
 
 /// Why a chunk was refused (see [`RejectKind`]).
@@ -77,7 +81,8 @@ impl SessionEvent {
             SessionEvent::Feedback { after_samples, .. }
             | SessionEvent::Reset { after_samples, .. }
             | SessionEvent::Refused { after_samples, .. }
-            | SessionEvent::Rollback { after_samples } => *after_samples,
+            | SessionEvent::Rollback { after_samples }
+            | SessionEvent::ModelLoaded { after_samples, .. } => *after_samples,
         }
     }
 }
@@ -239,6 +244,28 @@ pub struct Engine {
     /// Events that can still label a future window.
     active: Vec<Event>,
     summary: EngineSummary,
+    /// What the pipeline was built from, so that a model trained mid-session can replace it
+    /// ([`Engine::load_model`]); `None` for an engine made from a ready pipeline.
+    plan: Option<(PipelineConfig, StreamInfo)>,
+}
+
+/// The pipeline a session runs before its first model: the same source and preprocessing,
+/// band-power features (which need no fitting, for the dashboard) and no decoder. A pipeline
+/// whose feature stage is fitted (CSP, tangent space) cannot run without a model; this one
+/// lets the session record and show calibration data until the model is trained.
+pub fn calibration_view(config: &PipelineConfig) -> PipelineConfig {
+    let mut view = config.clone();
+    view.features.csp = None;
+    view.features.tangent_space = None;
+    view.decoder = None;
+    view
+}
+
+/// Whether `config` needs a trained model before it can decode or even extract features.
+pub fn needs_model(config: &PipelineConfig) -> bool {
+    config.decoder.is_some()
+        || config.features.csp.is_some()
+        || config.features.tangent_space.is_some()
 }
 
 impl Engine {
@@ -252,22 +279,71 @@ impl Engine {
             now: 0.0,
             active: Vec::new(),
             summary: EngineSummary::default(),
+            plan: None,
         }
     }
 
-    /// Build the pipeline and, when it decodes, the controller of `config`.
+    /// Build the pipeline and, when it decodes, the controller of `config`. Without a model, a
+    /// pipeline that needs one runs its [`calibration_view`] until [`Engine::load_model`].
     pub fn build(
-        config: &crate::pipeline::PipelineConfig,
+        config: &PipelineConfig,
         input: &StreamInfo,
-        model: Option<crate::model::Model>,
+        model: Option<Model>,
     ) -> Result<Self> {
-        let pipeline = Pipeline::build(config, input, model)?;
+        let (pipeline, controller) = Self::parts(config, input, model)?;
+        let mut engine = Engine::new(pipeline, controller);
+        engine.plan = Some((config.clone(), input.clone()));
+        Ok(engine)
+    }
+
+    fn parts(
+        config: &PipelineConfig,
+        input: &StreamInfo,
+        model: Option<Model>,
+    ) -> Result<(Pipeline, Option<Controller>)> {
+        let pipeline = match model {
+            None if needs_model(config) => Pipeline::build(&calibration_view(config), input, None)?,
+            model => Pipeline::build(config, input, model)?,
+        };
         let controller = if pipeline.class_names().is_empty() {
             None
         } else {
             Some(config.control.build(pipeline.class_names())?)
         };
-        Ok(Engine::new(pipeline, controller))
+        Ok((pipeline, controller))
+    }
+
+    /// Replace the pipeline by one built with `model` (trained during the session), from the
+    /// next sample on; command numbering carries on. Filter and window state restart, as after
+    /// a reset. Recorded as [`SessionEvent::ModelLoaded`].
+    pub fn load_model(&mut self, model: Model, sink: &mut dyn EngineSink) -> Result<()> {
+        let Some((config, input)) = &self.plan else {
+            return Err(crate::Error::Other(
+                "this engine was made from a ready pipeline; it cannot load a model".into(),
+            ));
+        };
+        let json = serde_json::to_string(&model)
+            .map_err(|e| crate::Error::Other(format!("cannot serialise the model: {e}")))?;
+        let (pipeline, controller) = Self::parts(config, input, Some(model))?;
+        self.recent = RecentCommands::new(pipeline.feature_names().len());
+        self.pipeline = pipeline;
+        self.controller = controller;
+        let event = SessionEvent::ModelLoaded {
+            after_samples: self.summary.samples,
+            model: json,
+        };
+        sink.session_event(self.now, &event)
+    }
+
+    /// The configuration the engine was built from (see [`Engine::build`]).
+    pub fn config(&self) -> Option<&PipelineConfig> {
+        self.plan.as_ref().map(|(config, _)| config)
+    }
+
+    /// Class probabilities of the newest window, when the pipeline decodes and a window has
+    /// completed since the last reset.
+    pub fn latest_probabilities(&self) -> Option<&[f64]> {
+        self.pipeline.latest_probabilities()
     }
 
     pub fn pipeline(&self) -> &Pipeline {
@@ -601,6 +677,10 @@ pub fn replay(
                 }
                 SessionEvent::Rollback { .. } => {
                     engine.rollback(sink)?;
+                }
+                SessionEvent::ModelLoaded { model, .. } => {
+                    let model = Model::from_json(model, "the model loaded mid-session")?;
+                    engine.load_model(model, sink)?;
                 }
                 // Re-derived by processing the same chunk.
                 SessionEvent::Refused { .. } => {}

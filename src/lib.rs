@@ -53,6 +53,7 @@
 //! does not allocate per chunk once warmed up (the tangent-space eigensolver is the one
 //! exception, documented there); async code lives only at the edges.
 
+pub mod closed_loop;
 pub mod control;
 pub mod decoder;
 pub mod engine;

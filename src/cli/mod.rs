@@ -74,6 +74,82 @@ impl ServeArgs {
     }
 }
 
+/// Where a model calibrated in a session goes: `requested`, or model-<unix time>.json here.
+/// Never an existing file: a calibration must not silently replace a model.
+fn model_out_path(requested: Option<&std::path::Path>) -> neurostream::Result<std::path::PathBuf> {
+    let path = match requested {
+        Some(path) => path.to_path_buf(),
+        None => {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            std::path::PathBuf::from(format!("model-{secs}.json"))
+        }
+    };
+    if path.exists() {
+        return Err(neurostream::Error::config(
+            "--model-out",
+            format!(
+                "{} exists; a session's calibrated model is never written over another \
+                 (choose another path or remove it)",
+                path.display()
+            ),
+        ));
+    }
+    Ok(path)
+}
+
+/// Serve a session: with `model`, decode at once; without, on a pipeline that needs one,
+/// calibrate on the stream's cued trials, train, save the model (to `model_out`) and go
+/// online without a restart (see [`neurostream::closed_loop`]).
+pub fn serve_session(
+    args: &ServeArgs,
+    source: Box<dyn neurostream::source::Source>,
+    pipeline_config: &neurostream::pipeline::PipelineConfig,
+    model: Option<neurostream::model::Model>,
+    model_out: Option<&std::path::Path>,
+) -> neurostream::Result<()> {
+    let info = source.stream_info().clone();
+    let calibrates = model.is_none() && neurostream::engine::needs_model(pipeline_config);
+    let model_out = if calibrates {
+        let path = model_out_path(model_out)?;
+        tracing::info!(
+            "no model given: calibrating on {} cued trials per class ({}), then the model is \
+             saved to {} and decoding starts",
+            pipeline_config.paradigm.calibration_trials,
+            pipeline_config
+                .training
+                .classes
+                .iter()
+                .map(|c| format!("{} = {}", c.event, c.name))
+                .collect::<Vec<_>>()
+                .join(", "),
+            path.display()
+        );
+        Some(path)
+    } else {
+        None
+    };
+    let closed_loop = neurostream::closed_loop::ClosedLoop::new(
+        pipeline_config,
+        &info,
+        model.is_some(),
+        model_out,
+    )?;
+    let engine = neurostream::engine::Engine::build(pipeline_config, &info, model.clone())?;
+    let mut config = args.config();
+    if let Some(path) = &args.record {
+        config.record = Some(neurostream::record::RecordConfig {
+            path: path.clone(),
+            session: neurostream::record::Session::new(pipeline_config, model.as_ref())?,
+        });
+    }
+    run_service(config, |config| async move {
+        neurostream::service::Service::start_session(config, source, engine, closed_loop).await
+    })
+}
+
 /// Run the service until Ctrl-C or the end of a finite source. `config` and `model` are what
 /// `pipeline` was built from (its `[control]` makes the commands; both are stored in a
 /// `--record`ing so it can be replayed exactly).
@@ -96,11 +172,24 @@ pub fn serve(
             session: neurostream::record::Session::new(pipeline_config, model)?,
         });
     }
+    run_service(config, |config| async move {
+        neurostream::service::Service::start(config, source, pipeline, controller).await
+    })
+}
+
+/// Start the service `start` makes and serve until Ctrl-C or the end of a finite source.
+fn run_service<F, Fut>(
+    config: neurostream::service::ServiceConfig,
+    start: F,
+) -> neurostream::Result<()>
+where
+    F: FnOnce(neurostream::service::ServiceConfig) -> Fut,
+    Fut: std::future::Future<Output = neurostream::Result<neurostream::service::Service>>,
+{
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| neurostream::Error::Other(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async move {
-        let service =
-            neurostream::service::Service::start(config, source, pipeline, controller).await?;
+        let service = start(config).await?;
         tracing::info!(
             "serving ws://{}/ws (metrics: http://{}/metrics); Ctrl-C to stop",
             service.local_addr(),
@@ -121,6 +210,12 @@ pub fn serve(
             feedback = summary.feedback_applied,
             "service stopped"
         );
+        if let Some((trials, hits)) = summary.online_trials {
+            tracing::info!(
+                "online cued trials: {hits} of {trials} right ({:.3})",
+                hits as f64 / trials.max(1) as f64
+            );
+        }
         if summary.recorder_dropped > 0 {
             return Err(neurostream::Error::Other(format!(
                 "the recording lost {} item(s): the disk could not keep up",

@@ -46,6 +46,10 @@ pub struct ReplayArgs {
     /// pace then: real time).
     #[arg(long)]
     pub serve: bool,
+    /// With --serve and no --model: where the model calibrated on the recording's cues is
+    /// saved (default: model-<unix time>.json here; never over an existing file).
+    #[arg(long, requires = "serve")]
+    pub model_out: Option<PathBuf>,
     /// Print the decoded commands as JSON lines instead of features, recomputed with the
     /// recording's feedback and resets; for a neurostream recording replayed with its own
     /// pipeline and model, fail unless they equal the recorded commands.
@@ -113,16 +117,17 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     if args.lsl {
         return publish(&args.file, &mut source);
     }
-    let pipeline = Pipeline::build(&config, source.stream_info(), model.clone())?;
     if args.serve {
-        return super::serve(
+        // Without a model, a decoding pipeline calibrates on the recording's own cues first.
+        return super::serve_session(
             &args.service,
             Box::new(source),
-            pipeline,
             &config,
-            model.as_ref(),
+            model,
+            args.model_out.as_deref(),
         );
     }
+    let pipeline = Pipeline::build(&config, source.stream_info(), model.clone())?;
     let format = args.format.unwrap_or(config.output.format);
     let out = args.out.as_deref().or(config.output.path.as_deref());
     let mut sink = FeatureWriter::open(out, format, pipeline.feature_names().to_vec())?
@@ -164,7 +169,12 @@ fn print_commands(
 ) -> Result<()> {
     use std::io::Write;
     let own = args.pipeline.is_none() && args.model.is_none();
-    if model.is_none() {
+    let loads_model = recorded.as_ref().is_some_and(|r| {
+        r.events
+            .iter()
+            .any(|e| matches!(e, neurostream::record::SessionEvent::ModelLoaded { .. }))
+    });
+    if model.is_none() && !loads_model {
         return Err(neurostream::Error::config(
             "--commands",
             format!(

@@ -63,6 +63,9 @@ pub struct PipelineConfig {
     pub training: TrainingConfig,
     #[serde(default)]
     pub output: OutputConfig,
+    /// Closed-loop calibration and cued online trials (`run` without a model).
+    #[serde(default)]
+    pub paradigm: crate::closed_loop::ParadigmConfig,
 }
 
 /// `[source]`: where samples come from.

@@ -300,6 +300,11 @@ impl Pipeline {
         }
     }
 
+    /// Class probabilities of the newest window (decoding pipelines, after a window).
+    pub fn latest_probabilities(&self) -> Option<&[f64]> {
+        (self.has_window && self.decoder.is_some()).then_some(&self.probabilities[..])
+    }
+
     /// Version of the plastic decoder's weights (see [`crate::decoder::mlp::PlasticMlp::version`]);
     /// `None` when the decoder is not plastic or absent.
     pub fn decoder_version(&self) -> Option<u64> {

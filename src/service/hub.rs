@@ -111,6 +111,8 @@ pub struct Hub {
     hello: Mutex<Hello>,
     clients: Mutex<Vec<Arc<ClientQueue>>>,
     feedback: SyncSender<FeedbackRequest>,
+    /// The latest closed-loop `session` message, sent to new clients after `hello`.
+    session_state: Mutex<Option<Arc<str>>>,
 }
 
 impl Hub {
@@ -122,7 +124,17 @@ impl Hub {
             hello: Mutex::new(hello),
             clients: Mutex::new(Vec::new()),
             feedback,
+            session_state: Mutex::new(None),
         }
+    }
+
+    /// Change the `hello` new clients get (a model was loaded mid-session).
+    pub fn update_hello(&self, change: impl FnOnce(&mut Hello)) {
+        change(&mut self.hello.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    pub fn set_session_state(&self, json: Arc<str>) {
+        *self.session_state.lock().unwrap_or_else(|e| e.into_inner()) = Some(json);
     }
 
     /// The decoder version new clients are told about (after an online update).
@@ -153,6 +165,17 @@ impl Hub {
             text: ServerMessage::Hello(self.hello()).to_json().into(),
             arrived: None,
         });
+        let session = self
+            .session_state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(text) = session {
+            client.push(Outgoing {
+                text,
+                arrived: None,
+            });
+        }
         self.clients
             .lock()
             .unwrap_or_else(|e| e.into_inner())

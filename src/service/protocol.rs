@@ -21,6 +21,9 @@ pub enum ServerMessage {
     Subscribed(Subscribed),
     Pong(Pong),
     Error(ErrorMessage),
+    /// Where the closed loop is: calibrating (trials so far), training, online (CV score,
+    /// online hit rate, the last trial).
+    Session(crate::closed_loop::LoopState),
 }
 
 /// First message on every connection.

@@ -26,6 +26,7 @@ use super::protocol::{
     StreamDescription, Topic,
 };
 use super::{ServiceConfig, Shutdown};
+use crate::closed_loop::{ClosedLoop, LoopState};
 use crate::control::Controller;
 use crate::engine::{CommandEvent, Engine, EngineSink, Learned, SessionEvent};
 use crate::error::{Error, Result};
@@ -53,6 +54,8 @@ pub struct DspSummary {
     pub recording: Option<RecordSummary>,
     /// Items the recorder could not take (it fell behind); 0 on a healthy disk.
     pub recorder_dropped: u64,
+    /// Closed loop: online cued trials decided and how many were right.
+    pub online_trials: Option<(usize, usize)>,
 }
 
 /// A running service: the source and DSP threads and the HTTP/WebSocket server.
@@ -70,9 +73,20 @@ impl Service {
     /// [`Service::shutdown`] or when a finite source ends.
     pub async fn start(
         config: ServiceConfig,
-        mut source: Box<dyn Source>,
+        source: Box<dyn Source>,
         pipeline: Pipeline,
         controller: Option<Controller>,
+    ) -> Result<Service> {
+        Self::start_session(config, source, Engine::new(pipeline, controller), None).await
+    }
+
+    /// [`Service::start`] with a session engine and, for a session that calibrates or runs
+    /// cued trials, its [`ClosedLoop`].
+    pub async fn start_session(
+        config: ServiceConfig,
+        mut source: Box<dyn Source>,
+        engine: Engine,
+        closed_loop: Option<ClosedLoop>,
     ) -> Result<Service> {
         config.validate()?;
         let listener = tokio::net::TcpListener::bind(config.bind)
@@ -91,11 +105,11 @@ impl Service {
                     record,
                     &info,
                     source.marker_info(),
-                    controller.is_some() && !pipeline.class_names().is_empty(),
+                    engine.decides() || closed_loop.is_some(),
                 )
             })
             .transpose()?;
-        let hello = Hello {
+        let mut hello = Hello {
             protocol: protocol::PROTOCOL_VERSION,
             session: format!("{:016x}", rand::thread_rng().gen::<u64>()),
             stream: StreamDescription {
@@ -104,24 +118,17 @@ impl Service {
                 rate: info.nominal_rate,
                 channel_count: info.channel_count(),
             },
-            channels: pipeline.output_info().labels().map(str::to_owned).collect(),
-            classes: pipeline.class_names().to_vec(),
-            features: pipeline.feature_names().to_vec(),
-            decoder: pipeline.decoder().map(|d| DecoderDescription {
-                kind: match d {
-                    crate::decoder::AnyDecoder::Lda(_) => "lda",
-                    crate::decoder::AnyDecoder::Svm(_) => "svm",
-                    crate::decoder::AnyDecoder::Mlp(_) => "mlp",
-                }
-                .into(),
-                version: pipeline.decoder_version(),
-            }),
+            channels: Vec::new(),
+            classes: Vec::new(),
+            features: Vec::new(),
+            decoder: None,
             limits: Limits {
                 max_message_bytes: config.max_message_bytes,
                 messages_per_second: config.client_messages_per_second,
                 queue: config.client_queue,
             },
         };
+        describe(&engine, &mut hello);
         let (feedback_tx, feedback_rx) = mpsc::sync_channel(FEEDBACK_CHANNEL);
         let hub = Arc::new(Hub::new(config, hello, feedback_tx));
 
@@ -153,8 +160,8 @@ impl Service {
                 let mut recorder = recorder;
                 let mut result = dsp_loop(
                     &dsp_hub,
-                    pipeline,
-                    controller,
+                    engine,
+                    closed_loop,
                     items_rx,
                     feedback_rx,
                     &mut recorder,
@@ -222,15 +229,34 @@ impl Service {
     }
 }
 
+/// What a client's `hello` says about the engine's pipeline (after a model is loaded too).
+fn describe(engine: &Engine, hello: &mut Hello) {
+    let pipeline = engine.pipeline();
+    hello.channels = pipeline.output_info().labels().map(str::to_owned).collect();
+    hello.classes = pipeline.class_names().to_vec();
+    hello.features = pipeline.feature_names().to_vec();
+    hello.decoder = pipeline.decoder().map(|d| DecoderDescription {
+        kind: match d {
+            crate::decoder::AnyDecoder::Lda(_) => "lda",
+            crate::decoder::AnyDecoder::Svm(_) => "svm",
+            crate::decoder::AnyDecoder::Mlp(_) => "mlp",
+        }
+        .into(),
+        version: pipeline.decoder_version(),
+    });
+}
+
 fn dsp_loop(
     hub: &Hub,
-    pipeline: Pipeline,
-    controller: Option<Controller>,
+    mut engine: Engine,
+    mut closed_loop: Option<ClosedLoop>,
     items: Receiver<(Result<SourceItem>, Instant)>,
     feedback: Receiver<FeedbackRequest>,
     recorder: &mut Option<Recorder>,
 ) -> Result<DspSummary> {
-    let mut engine = Engine::new(pipeline, controller);
+    if let Some(state) = closed_loop.as_ref().map(ClosedLoop::state) {
+        announce(hub, &engine, &state, false);
+    }
     let mut sink = ServiceSink {
         hub,
         recorder,
@@ -248,6 +274,8 @@ fn dsp_loop(
                 if hub.shutdown.is_triggered() {
                     break;
                 }
+                // A model may finish training while the stream is quiet.
+                step_closed_loop(hub, &mut engine, closed_loop.as_mut(), &mut sink)?;
                 apply_feedback(&mut engine, &feedback, &mut sink)?;
                 continue;
             }
@@ -259,7 +287,12 @@ fn dsp_loop(
         sink.arrived = arrived;
         sink.want_features = hub.any_subscribed(Topic::Features);
         sink.want_signal = hub.any_subscribed(Topic::Signal);
-        engine.on_item(item?, &mut sink)?;
+        let item = item?;
+        if let Some(closed_loop) = closed_loop.as_mut() {
+            closed_loop.observe(&item);
+        }
+        engine.on_item(item, &mut sink)?;
+        step_closed_loop(hub, &mut engine, closed_loop.as_mut(), &mut sink)?;
         apply_feedback(&mut engine, &feedback, &mut sink)?;
     }
     let totals = engine.summary();
@@ -271,7 +304,34 @@ fn dsp_loop(
         feedback_applied: totals.feedback_applied,
         recording: None,
         recorder_dropped: 0,
+        online_trials: closed_loop.as_ref().map(ClosedLoop::online_score),
     })
+}
+
+fn step_closed_loop(
+    hub: &Hub,
+    engine: &mut Engine,
+    closed_loop: Option<&mut ClosedLoop>,
+    sink: &mut ServiceSink<'_>,
+) -> Result<()> {
+    if let Some(closed_loop) = closed_loop {
+        if let Some(state) = closed_loop.step(engine, sink)? {
+            let model_loaded = closed_loop.take_model_loaded();
+            announce(hub, engine, &state, model_loaded);
+        }
+    }
+    Ok(())
+}
+
+/// Tell the clients (and those that connect later) where the closed loop is; after a model
+/// was loaded, new clients' `hello` describes it.
+fn announce(hub: &Hub, engine: &Engine, state: &LoopState, model_loaded: bool) {
+    if model_loaded {
+        hub.update_hello(|hello| describe(engine, hello));
+    }
+    let message = ServerMessage::Session(state.clone());
+    hub.set_session_state(message.to_json().into());
+    hub.broadcast(&message, None, None);
 }
 
 /// Learn from the feedback that clients have sent since the last item, and answer each.

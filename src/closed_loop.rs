@@ -1,0 +1,541 @@
+//! The closed loop for a new user: calibrate on the live stream, train, hot-load the model,
+//! then decode cued trials online and learn from their known labels.
+//!
+//! ```text
+//!  calibrating ──(N cued trials per class, last window complete)──► training (own thread)
+//!       ▲                                                                │
+//!       └──────────── recalibrate / training failed ◄────────────────────┤
+//!                                                                        ▼
+//!                                     online: each cued trial decided when its window
+//!                                     completes, scored, then given as feedback
+//! ```
+//!
+//! Cues are the class events of the stream itself (a marker stream next to an LSL headset,
+//! the simulator's cues, a recording's T1/T2, or the paradigm page's cues once they are
+//! stamped on the stream's clock), so cue onsets are on the EEG clock by construction.
+//! While calibrating, the [`Engine`] runs its calibration view (band power, no decoder) and
+//! this module keeps the raw samples and cues; training runs on its own thread so that the
+//! DSP thread never stalls; the trained model enters the engine through
+//! [`Engine::load_model`], which the recording logs with the model, so `replay --commands`
+//! reproduces the whole session, calibration included. Online, the label of a cued trial is
+//! known after its decision: it is fed back through [`Engine::feedback`] (the decoder's
+//! supervised adaptation, recorded like any other feedback).
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{needs_model, Engine, EngineSink};
+use crate::error::{Error, Result};
+use crate::evaluate;
+use crate::io::{RecordedStream, Recording, StreamData};
+use crate::model::Model;
+use crate::pipeline::PipelineConfig;
+use crate::source::SourceItem;
+use crate::stream::{Event, StreamInfo};
+
+/// `[paradigm]`: how a session calibrates and runs its cued trials.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParadigmConfig {
+    /// Cued calibration trials per class before the first model is trained.
+    #[serde(default = "default_calibration_trials")]
+    pub calibration_trials: usize,
+    /// Online cued trials teach the decoder their label once decided (supervised adaptation).
+    #[serde(default = "default_true")]
+    pub cued_feedback: bool,
+    /// Longest calibration kept in memory, seconds (about 12 MB per 10 min at 64 ch × 160 Hz).
+    #[serde(default = "default_max_calibration_seconds")]
+    pub max_calibration_seconds: f64,
+}
+
+fn default_calibration_trials() -> usize {
+    20
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_max_calibration_seconds() -> f64 {
+    1800.0
+}
+
+impl Default for ParadigmConfig {
+    fn default() -> Self {
+        ParadigmConfig {
+            calibration_trials: default_calibration_trials(),
+            cued_feedback: true,
+            max_calibration_seconds: default_max_calibration_seconds(),
+        }
+    }
+}
+
+/// Fewer calibration trials per class than this cannot be cross-validated honestly.
+pub const MIN_CALIBRATION_TRIALS: usize = 5;
+/// Trials per class above this are a unit mistake (minutes typed as trials).
+pub const MAX_CALIBRATION_TRIALS: usize = 1000;
+
+impl ParadigmConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |detail: String| Err(Error::config("pipeline", detail));
+        if !(MIN_CALIBRATION_TRIALS..=MAX_CALIBRATION_TRIALS).contains(&self.calibration_trials) {
+            return bad(format!(
+                "paradigm.calibration_trials = {}; allowed: {MIN_CALIBRATION_TRIALS} to \
+                 {MAX_CALIBRATION_TRIALS} trials per class",
+                self.calibration_trials
+            ));
+        }
+        if !(self.max_calibration_seconds.is_finite()
+            && (60.0..=7200.0).contains(&self.max_calibration_seconds))
+        {
+            return bad(format!(
+                "paradigm.max_calibration_seconds = {}; allowed: 60 to 7200 s",
+                self.max_calibration_seconds
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the closed loop tells the session's clients and log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum LoopState {
+    /// Collecting cued trials: `trials[i]` of class `i` so far, `needed` per class.
+    Calibrating { trials: Vec<usize>, needed: usize },
+    /// Fitting on `trials` trials (off the DSP thread).
+    Training { trials: usize },
+    /// A model is loaded. `cv_*`: cross-validated on the calibration trials; `warning` when
+    /// that is within chance; online `trials` decided so far, `hits` of them right.
+    Online {
+        cv_accuracy: f64,
+        cv_auc: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        warning: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model_path: Option<String>,
+        trials: usize,
+        hits: usize,
+        /// The last decided trial: its class index, the predicted one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last: Option<(usize, usize)>,
+    },
+    /// Training failed; calibration goes on to collect more trials.
+    Failed { reason: String },
+}
+
+/// A trained model with its calibration score.
+struct Calibrated {
+    model: Model,
+    cv_accuracy: f64,
+    cv_auc: Option<f64>,
+    trials: usize,
+}
+
+/// Raw samples and cues kept while calibrating (bounded).
+struct CalibrationBuffer {
+    info: StreamInfo,
+    values: Vec<Vec<f32>>,
+    timestamps: Vec<f64>,
+    events: Vec<Event>,
+    max_samples: usize,
+    full_reported: bool,
+}
+
+impl CalibrationBuffer {
+    fn new(info: &StreamInfo, max_seconds: f64) -> Self {
+        CalibrationBuffer {
+            info: info.clone(),
+            values: vec![Vec::new(); info.channel_count()],
+            timestamps: Vec::new(),
+            events: Vec::new(),
+            max_samples: (max_seconds * info.nominal_rate).ceil() as usize,
+            full_reported: false,
+        }
+    }
+
+    fn push(&mut self, chunk: &crate::stream::Chunk) {
+        if self.timestamps.len() + chunk.samples() > self.max_samples {
+            if !self.full_reported {
+                tracing::warn!(
+                    "calibration buffer full ({} samples): later samples are not kept",
+                    self.max_samples
+                );
+                self.full_reported = true;
+            }
+            return;
+        }
+        for (c, channel) in self.values.iter_mut().enumerate() {
+            channel.extend_from_slice(chunk.channel(c));
+        }
+        self.timestamps.extend_from_slice(chunk.timestamps());
+    }
+
+    fn into_recording(self) -> Recording {
+        let samples = self.timestamps.len();
+        let values = self.values.concat();
+        let marker_info = crate::record::marker_stream_info("cues");
+        let marker_times = self.events.iter().map(|e| e.onset).collect();
+        Recording {
+            streams: vec![
+                RecordedStream {
+                    info: self.info,
+                    timestamps: self.timestamps,
+                    data: StreamData::Signal { samples, values },
+                },
+                RecordedStream {
+                    info: marker_info,
+                    timestamps: marker_times,
+                    data: StreamData::Markers(self.events),
+                },
+            ],
+        }
+    }
+}
+
+enum Phase {
+    Calibrating(CalibrationBuffer),
+    Training(Receiver<Result<Calibrated>>),
+    Online,
+}
+
+/// See the module doc. Driven by the DSP thread around each [`Engine::on_item`].
+pub struct ClosedLoop {
+    config: PipelineConfig,
+    info: StreamInfo,
+    model_out: Option<PathBuf>,
+    phase: Phase,
+    /// Calibration trials per class so far, and the time the last one's window completes.
+    counts: Vec<usize>,
+    last_cue_complete: f64,
+    /// Online cued trials awaiting their decision: (decision time, class).
+    pending: VecDeque<(f64, usize)>,
+    /// Seconds from a cue to the end of its decision window.
+    cue_to_decision: f64,
+    trials: usize,
+    hits: usize,
+    last: Option<(usize, usize)>,
+    score: Option<(f64, Option<f64>, Option<String>)>,
+    /// Set when a model was loaded, until [`ClosedLoop::take_model_loaded`].
+    model_loaded: bool,
+}
+
+impl ClosedLoop {
+    /// A loop for a session on `info`. With `model` given the session starts online;
+    /// without, it calibrates first (only pipelines that need a model have a loop to run:
+    /// `None` for a features-only pipeline).
+    pub fn new(
+        config: &PipelineConfig,
+        info: &StreamInfo,
+        has_model: bool,
+        model_out: Option<PathBuf>,
+    ) -> Result<Option<Self>> {
+        if !needs_model(config) {
+            return Ok(None);
+        }
+        config.paradigm.validate()?;
+        config.training.validate()?;
+        let phase = if has_model {
+            Phase::Online
+        } else {
+            Phase::Calibrating(CalibrationBuffer::new(
+                info,
+                config.paradigm.max_calibration_seconds,
+            ))
+        };
+        Ok(Some(ClosedLoop {
+            cue_to_decision: config.training.epoch_offset.max(0.0) + config.features.window_seconds,
+            config: config.clone(),
+            info: info.clone(),
+            model_out,
+            phase,
+            counts: vec![0; config.training.classes.len()],
+            last_cue_complete: f64::NEG_INFINITY,
+            pending: VecDeque::new(),
+            trials: 0,
+            hits: 0,
+            last: None,
+            score: None,
+            model_loaded: false,
+        }))
+    }
+
+    pub fn state(&self) -> LoopState {
+        match &self.phase {
+            Phase::Calibrating(_) => LoopState::Calibrating {
+                trials: self.counts.clone(),
+                needed: self.config.paradigm.calibration_trials,
+            },
+            Phase::Training(_) => LoopState::Training {
+                trials: self.counts.iter().sum(),
+            },
+            Phase::Online => {
+                let (cv_accuracy, cv_auc, warning) =
+                    self.score.clone().unwrap_or((f64::NAN, None, None));
+                LoopState::Online {
+                    cv_accuracy,
+                    cv_auc,
+                    warning,
+                    model_path: self.model_out.as_ref().map(|p| p.display().to_string()),
+                    trials: self.trials,
+                    hits: self.hits,
+                    last: self.last,
+                }
+            }
+        }
+    }
+
+    /// Whether a model was loaded since the last call.
+    pub fn take_model_loaded(&mut self) -> bool {
+        std::mem::take(&mut self.model_loaded)
+    }
+
+    /// Online cued trials decided so far and how many were right.
+    pub fn online_score(&self) -> (usize, usize) {
+        (self.trials, self.hits)
+    }
+
+    /// Start a new calibration (keeps the loaded model running until the new one is ready).
+    pub fn recalibrate(&mut self) {
+        self.counts.iter_mut().for_each(|c| *c = 0);
+        self.last_cue_complete = f64::NEG_INFINITY;
+        self.phase = Phase::Calibrating(CalibrationBuffer::new(
+            &self.info,
+            self.config.paradigm.max_calibration_seconds,
+        ));
+    }
+
+    fn class_of(&self, event: &Event) -> Option<usize> {
+        self.config
+            .training
+            .classes
+            .iter()
+            .position(|c| c.event == event.label)
+    }
+
+    /// Before the engine sees `item` (raw samples, before filtering).
+    pub fn observe(&mut self, item: &SourceItem) {
+        match item {
+            SourceItem::Chunk(chunk) => {
+                if let Phase::Calibrating(buffer) = &mut self.phase {
+                    buffer.push(chunk);
+                }
+            }
+            SourceItem::Events(events) => {
+                for event in events {
+                    let Some(class) = self.class_of(event) else {
+                        continue;
+                    };
+                    let decided_at = event.onset + self.cue_to_decision;
+                    match &mut self.phase {
+                        Phase::Calibrating(buffer) => {
+                            buffer.events.push(event.clone());
+                            self.counts[class] += 1;
+                            self.last_cue_complete = decided_at;
+                        }
+                        Phase::Online | Phase::Training(_) => {
+                            self.pending.push_back((decided_at, class))
+                        }
+                    }
+                }
+                // Non-class markers ride along so the calibration recording keeps them.
+                if let Phase::Calibrating(buffer) = &mut self.phase {
+                    buffer.events.extend(
+                        events
+                            .iter()
+                            .filter(|e| {
+                                self.config
+                                    .training
+                                    .classes
+                                    .iter()
+                                    .all(|c| c.event != e.label)
+                            })
+                            .cloned(),
+                    );
+                }
+            }
+            SourceItem::Status(_) => {}
+        }
+    }
+
+    /// After the engine has processed an item: start training when enough trials are in,
+    /// load a trained model, decide and learn from online trials. Returns the new state when
+    /// it changed (for clients and the log).
+    pub fn step(
+        &mut self,
+        engine: &mut Engine,
+        sink: &mut dyn EngineSink,
+    ) -> Result<Option<LoopState>> {
+        let now = engine.now();
+        let half_sample = 0.5 / self.info.nominal_rate;
+        match &mut self.phase {
+            Phase::Calibrating(_) => {
+                let needed = self.config.paradigm.calibration_trials;
+                let ready = self.counts.iter().all(|&c| c >= needed)
+                    && now + half_sample >= self.last_cue_complete;
+                if !ready {
+                    return Ok(None);
+                }
+                let Phase::Calibrating(buffer) = std::mem::replace(&mut self.phase, Phase::Online)
+                else {
+                    unreachable!("matched above");
+                };
+                let (tx, rx) = mpsc::sync_channel(1);
+                let config = self.config.clone();
+                let recording = buffer.into_recording();
+                std::thread::Builder::new()
+                    .name("neurostream-calibration".into())
+                    .spawn(move || {
+                        let _ = tx.send(train(&config, &recording));
+                    })
+                    .map_err(|e| Error::Other(format!("cannot start the training thread: {e}")))?;
+                self.phase = Phase::Training(rx);
+                let state = self.state();
+                tracing::info!(
+                    "calibration complete ({} trials); training",
+                    self.counts.iter().sum::<usize>()
+                );
+                Ok(Some(state))
+            }
+            Phase::Training(rx) => match rx.try_recv() {
+                Err(TryRecvError::Empty) => Ok(None),
+                Err(TryRecvError::Disconnected) => {
+                    self.recalibrate();
+                    Ok(Some(LoopState::Failed {
+                        reason: "the training thread stopped without a result".into(),
+                    }))
+                }
+                Ok(Err(e)) => {
+                    let reason = format!("training failed: {e}; collecting more trials");
+                    tracing::warn!("{reason}");
+                    self.recalibrate();
+                    Ok(Some(LoopState::Failed { reason }))
+                }
+                Ok(Ok(calibrated)) => {
+                    let warning = chance_warning(
+                        calibrated.cv_accuracy,
+                        calibrated.trials,
+                        self.counts.len(),
+                    );
+                    match &warning {
+                        Some(w) => tracing::warn!("{w}"),
+                        None => tracing::info!(
+                            "calibrated on {} trials: CV accuracy {:.3}{}",
+                            calibrated.trials,
+                            calibrated.cv_accuracy,
+                            calibrated
+                                .cv_auc
+                                .map(|a| format!(", AUC {a:.3}"))
+                                .unwrap_or_default()
+                        ),
+                    }
+                    if let Some(path) = &self.model_out {
+                        calibrated.model.save(path)?;
+                        tracing::info!("model saved to {}", path.display());
+                    }
+                    engine.load_model(calibrated.model, sink)?;
+                    self.model_loaded = true;
+                    self.score = Some((calibrated.cv_accuracy, calibrated.cv_auc, warning));
+                    self.phase = Phase::Online;
+                    // Trials cued while training ended before the model could decide them.
+                    self.pending.retain(|(decided_at, _)| *decided_at > now);
+                    Ok(Some(self.state()))
+                }
+            },
+            Phase::Online => {
+                let mut changed = false;
+                while let Some(&(decided_at, label)) = self.pending.front() {
+                    if now + half_sample < decided_at {
+                        break;
+                    }
+                    self.pending.pop_front();
+                    let Some(probabilities) = engine.latest_probabilities() else {
+                        continue;
+                    };
+                    let predicted = argmax(probabilities);
+                    self.trials += 1;
+                    self.hits += usize::from(predicted == label);
+                    self.last = Some((label, predicted));
+                    changed = true;
+                    if self.config.paradigm.cued_feedback {
+                        // A refusal cannot happen for a class index of this pipeline.
+                        let _ = engine.feedback(label, None, sink)?;
+                    }
+                }
+                Ok(changed.then(|| self.state()))
+            }
+        }
+    }
+}
+
+fn argmax(values: &[f64]) -> usize {
+    values
+        .iter()
+        .enumerate()
+        .fold((0, f64::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 {
+                (i, v)
+            } else {
+                best
+            }
+        })
+        .0
+}
+
+/// Cut, cross-validate and fit on a calibration recording.
+fn train(config: &PipelineConfig, recording: &Recording) -> Result<Calibrated> {
+    let epochs = crate::epochs::cut(recording, config)?;
+    let cv = evaluate::cross_validate(config, &epochs)?;
+    let model = evaluate::train(config, &epochs, vec!["closed-loop calibration".into()])?;
+    Ok(Calibrated {
+        model,
+        cv_accuracy: cv.accuracy,
+        cv_auc: cv.auc,
+        trials: epochs.len(),
+    })
+}
+
+/// A warning when `accuracy` on `trials` trials of `classes` balanced classes is not above
+/// chance at the 95 % level (one-sided normal approximation of the binomial:
+/// p₀ + 1.645·√(p₀(1 − p₀) / n), p₀ = 1 / classes).
+pub fn chance_warning(accuracy: f64, trials: usize, classes: usize) -> Option<String> {
+    let chance = 1.0 / classes.max(2) as f64;
+    let bound = chance + 1.645 * (chance * (1.0 - chance) / trials.max(1) as f64).sqrt();
+    (accuracy < bound).then(|| {
+        format!(
+            "calibration CV accuracy {accuracy:.3} on {trials} trials is within chance \
+             (the 95 % chance bound is {bound:.3}): the decoder will be unreliable; check the \
+             electrodes and recalibrate"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chance_bound_shrinks_with_trials() {
+        assert!(chance_warning(0.6, 20, 2).is_some());
+        assert!(chance_warning(0.6, 400, 2).is_none());
+        assert!(chance_warning(0.9, 40, 2).is_none());
+        // Three classes: chance is a third.
+        assert!(chance_warning(0.5, 300, 3).is_none());
+        assert!(chance_warning(0.4, 30, 3).is_some());
+    }
+
+    #[test]
+    fn paradigm_ranges_are_checked() {
+        let mut p = ParadigmConfig::default();
+        p.validate().unwrap();
+        p.calibration_trials = 2;
+        let e = p.validate().unwrap_err().to_string();
+        assert!(e.contains("paradigm.calibration_trials = 2"), "{e}");
+        p.calibration_trials = 20;
+        p.max_calibration_seconds = 1.0;
+        assert!(p.validate().is_err());
+    }
+}
