@@ -27,78 +27,16 @@ use std::sync::mpsc::{self, Receiver, TryRecvError};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::PipelineConfig;
 use crate::engine::{needs_model, Engine, EngineSink};
 use crate::error::{Error, Result};
 use crate::evaluate;
 use crate::io::{RecordedStream, Recording, StreamData};
 use crate::model::Model;
-use crate::pipeline::PipelineConfig;
 use crate::source::SourceItem;
 use crate::stream::{Event, StreamInfo};
 
-/// `[paradigm]`: how a session calibrates and runs its cued trials.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ParadigmConfig {
-    /// Cued calibration trials per class before the first model is trained.
-    #[serde(default = "default_calibration_trials")]
-    pub calibration_trials: usize,
-    /// Online cued trials teach the decoder their label once decided (supervised adaptation).
-    #[serde(default = "default_true")]
-    pub cued_feedback: bool,
-    /// Longest calibration kept in memory, seconds (about 12 MB per 10 min at 64 ch × 160 Hz).
-    #[serde(default = "default_max_calibration_seconds")]
-    pub max_calibration_seconds: f64,
-}
-
-fn default_calibration_trials() -> usize {
-    20
-}
-
-fn default_true() -> bool {
-    true
-}
-
-fn default_max_calibration_seconds() -> f64 {
-    1800.0
-}
-
-impl Default for ParadigmConfig {
-    fn default() -> Self {
-        ParadigmConfig {
-            calibration_trials: default_calibration_trials(),
-            cued_feedback: true,
-            max_calibration_seconds: default_max_calibration_seconds(),
-        }
-    }
-}
-
-/// Fewer calibration trials per class than this cannot be cross-validated honestly.
-pub const MIN_CALIBRATION_TRIALS: usize = 5;
-/// Trials per class above this are a unit mistake (minutes typed as trials).
-pub const MAX_CALIBRATION_TRIALS: usize = 1000;
-
-impl ParadigmConfig {
-    pub fn validate(&self) -> Result<()> {
-        let bad = |detail: String| Err(Error::config("pipeline", detail));
-        if !(MIN_CALIBRATION_TRIALS..=MAX_CALIBRATION_TRIALS).contains(&self.calibration_trials) {
-            return bad(format!(
-                "paradigm.calibration_trials = {}; allowed: {MIN_CALIBRATION_TRIALS} to \
-                 {MAX_CALIBRATION_TRIALS} trials per class",
-                self.calibration_trials
-            ));
-        }
-        if !(self.max_calibration_seconds.is_finite()
-            && (60.0..=7200.0).contains(&self.max_calibration_seconds))
-        {
-            return bad(format!(
-                "paradigm.max_calibration_seconds = {}; allowed: 60 to 7200 s",
-                self.max_calibration_seconds
-            ));
-        }
-        Ok(())
-    }
-}
+pub use crate::config::paradigm::{ParadigmConfig, MAX_CALIBRATION_TRIALS, MIN_CALIBRATION_TRIALS};
 
 /// What the closed loop tells the session's clients and log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

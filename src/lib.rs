@@ -54,6 +54,7 @@
 //! exception, documented there); async code lives only at the edges.
 
 pub mod closed_loop;
+pub mod config;
 pub mod control;
 pub mod decoder;
 pub mod engine;
@@ -75,5 +76,6 @@ pub mod service;
 pub mod source;
 pub mod stream;
 pub mod tune;
+pub mod validate;
 
 pub use error::{Error, Result};

@@ -6,31 +6,12 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::engine::EngineSink;
 use crate::error::{Error, Result};
 use crate::pipeline::WindowFeatures;
 use crate::stream::Event;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum OutputFormat {
-    #[default]
-    Csv,
-    Jsonl,
-}
-
-/// `[output]`: where per-window features go.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OutputConfig {
-    #[serde(default)]
-    pub format: OutputFormat,
-    /// File to write; standard output when absent.
-    #[serde(default)]
-    pub path: Option<PathBuf>,
-}
+pub use crate::config::output::{OutputConfig, OutputFormat};
 
 /// Writes features as CSV or JSON lines to any writer.
 pub struct FeatureWriter {

@@ -215,7 +215,12 @@ fn absolute_paths(tokens: &[Token], module: &ModPath) -> Vec<ModPath> {
 
 /// Parse `(:: ident)* (:: { tree, … } | :: *)?` from `i`, pushing every complete path.
 /// Returns the index after the tree.
-fn parse_tree(tokens: &[Token], mut i: usize, mut prefix: ModPath, out: &mut Vec<ModPath>) -> usize {
+fn parse_tree(
+    tokens: &[Token],
+    mut i: usize,
+    mut prefix: ModPath,
+    out: &mut Vec<ModPath>,
+) -> usize {
     loop {
         if tokens.get(i) != Some(&Token::PathSep) {
             break;
@@ -546,5 +551,8 @@ fn scanner_reads_paths_the_way_rustc_does() {
     let found = cycles(&edges);
     assert_eq!(found, vec![vec![m("x"), m("y"), m("z")]]);
     let text = describe(&found, &edges);
-    assert!(text.contains("cycle: x, y, z") && text.contains("z imports x"), "{text}");
+    assert!(
+        text.contains("cycle: x, y, z") && text.contains("z imports x"),
+        "{text}"
+    );
 }

@@ -10,9 +10,9 @@
 //! tangent-space re-centring once per window length (`training.recentre_rate`), supervised
 //! steps through [`Pipeline::learn`]; [`Pipeline::rollback`] restores the calibrated model.
 
-pub mod config;
-
-pub use config::{FeaturesConfig, PipelineConfig, SourceConfig};
+pub use crate::config::PipelineConfig;
+pub use crate::features::FeaturesConfig;
+pub use crate::source::SourceConfig;
 
 use crate::decoder::{AnyDecoder, Decoder};
 use crate::error::Result;

@@ -63,6 +63,7 @@ use super::{Pace, Pacer, Source, SourceItem};
 use crate::error::{Error, Result};
 use crate::io::{RecordedStream, Recording, StreamData};
 use crate::stream::{ChannelInfo, Chunk, Event, StreamInfo, ValueFormat, IRREGULAR_RATE};
+use crate::validate::Problems;
 
 /// Lowest and highest accepted sampling rates (Hz). The 18–22 Hz beta rhythm needs a Nyquist
 /// frequency comfortably above it; above 16 kHz nothing about EEG changes, only the cost.
@@ -171,80 +172,72 @@ impl Default for SimulatorConfig {
     }
 }
 
-/// `Err` naming `key`, its value and the accepted range unless `lo <= value <= hi`
-/// (NaN is always out of range).
-fn check_range(key: &str, value: f64, lo: f64, hi: f64, what: &str) -> Result<()> {
-    if value >= lo && value <= hi {
-        Ok(())
-    } else {
-        Err(Error::config(
-            ORIGIN,
-            format!(
-                "source.{key} = {value} is out of range: expected {lo} <= {key} <= {hi} ({what})"
-            ),
-        ))
-    }
-}
-
 impl SimulatorConfig {
-    /// Check every value; the error names the key (`source.rate`), the value and the range.
-    pub fn validate(&self) -> Result<()> {
-        check_range("rate", self.rate, MIN_RATE, MAX_RATE, "samples per second")?;
-        if self.chunk_samples == 0 || self.chunk_samples > 1 << 20 {
-            return Err(Error::config(
-                ORIGIN,
-                format!(
-                    "source.chunk_samples = {} is out of range: expected 1 <= chunk_samples <= {}",
-                    self.chunk_samples,
-                    1 << 20
-                ),
-            ));
-        }
+    /// Every range of a simulator `[source]` into `problems`; keys are `source.…`.
+    pub fn check(&self, problems: &mut Problems) {
+        problems.closed(
+            "source.rate",
+            self.rate,
+            MIN_RATE,
+            MAX_RATE,
+            &format!("{MIN_RATE} <= rate <= {MAX_RATE} samples per second"),
+        );
+        problems.require(
+            (1..=1 << 20).contains(&self.chunk_samples),
+            "source.chunk_samples",
+            self.chunk_samples,
+            format!("1 <= chunk_samples <= {}", 1 << 20),
+        );
         if let Some(d) = self.duration_seconds {
-            if !(d.is_finite() && d > 0.0) {
-                return Err(Error::config(
-                    ORIGIN,
-                    format!(
-                        "source.duration_seconds = {d} is out of range: expected a finite \
-                         number of seconds > 0 (leave it out to run forever)"
-                    ),
-                ));
-            }
+            problems.require(
+                d.is_finite() && d > 0.0,
+                "source.duration_seconds",
+                d,
+                "a finite number of seconds > 0 (leave it out to run forever)",
+            );
         }
-        if !self.speed.is_finite() {
-            return Err(Error::config(
-                ORIGIN,
-                format!(
-                    "source.speed = {} is out of range: expected a finite number \
-                     (1 = real time, <= 0 = as fast as possible)",
-                    self.speed
-                ),
-            ));
-        }
+        problems.require(
+            self.speed.is_finite(),
+            "source.speed",
+            self.speed,
+            "a finite number (1 = real time, <= 0 = as fast as possible)",
+        );
         // At least 0.5 s so the ERD glide fits inside a cue; an hour is far beyond any paradigm.
-        check_range(
-            "trial.rest_seconds",
+        problems.closed(
+            "source.trial.rest_seconds",
             self.trial.rest_seconds,
             0.5,
             3600.0,
-            "seconds",
-        )?;
-        check_range(
-            "trial.cue_seconds",
+            "0.5 to 3600 seconds",
+        );
+        problems.closed(
+            "source.trial.cue_seconds",
             self.trial.cue_seconds,
             0.5,
             3600.0,
-            "seconds",
-        )?;
-        check_range(
-            "erd_depth",
+            "0.5 to 3600 seconds",
+        );
+        problems.closed(
+            "source.erd_depth",
             self.erd_depth,
             0.0,
             1.0,
-            "fraction of mu/beta amplitude",
-        )?;
-        check_range("noise_uv", self.noise_uv, 0.0, 1000.0, "µV RMS")?;
-        Ok(())
+            "0 to 1 (fraction of mu/beta amplitude)",
+        );
+        problems.closed(
+            "source.noise_uv",
+            self.noise_uv,
+            0.0,
+            1000.0,
+            "0 to 1000 µV RMS",
+        );
+    }
+
+    /// [`SimulatorConfig::check`] as a `Result` listing every problem.
+    pub fn validate(&self) -> Result<()> {
+        let mut problems = Problems::new();
+        self.check(&mut problems);
+        problems.into_result(ORIGIN)
     }
 
     /// Validate and build the source.
