@@ -135,8 +135,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     );
     let mut tables = Vec::new();
     for pipeline_path in &args.pipeline {
-        let config = PipelineConfig::from_file(pipeline_path)?;
-        config.training.validate()?;
+        let config = PipelineConfig::load(pipeline_path)?;
         let name = pipeline_path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())

@@ -73,7 +73,9 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         (Some(path), _) => PipelineConfig::from_file(path)?,
         (None, Some(recorded)) => {
             tracing::info!("using the pipeline stored in {}", args.file.display());
-            recorded.session.pipeline_config()?
+            let mut config = recorded.session.pipeline_config()?;
+            config.origin = format!("pipeline stored in {}", args.file.display());
+            config
         }
         (None, None) => PipelineConfig::motor_imagery(),
     };
@@ -93,8 +95,8 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         chunk_samples: args.chunk_samples.unwrap_or(chunk_samples),
         stream: args.stream.clone(),
     };
-    replay_config.validate()?;
     config.source = SourceConfig::Replay(replay_config.clone());
+    config.validate()?;
     let model = match (&args.model, &recorded) {
         (Some(path), _) => Some(neurostream::model::Model::load(path)?),
         (None, Some(recorded)) => recorded.session.model()?,
