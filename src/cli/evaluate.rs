@@ -120,6 +120,12 @@ fn row_from_report(subject: &str, report: &Report, extra: String, json: serde_js
 }
 
 pub fn run(args: EvaluateArgs) -> Result<()> {
+    // Every pipeline is checked before the first recording is read.
+    let configs = args
+        .pipeline
+        .iter()
+        .map(|path| PipelineConfig::load(path))
+        .collect::<Result<Vec<_>>>()?;
     let subjects = load_subjects(&args.recording)?;
     let mode = if args.online {
         "online"
@@ -134,8 +140,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         "subject-pipelines",
     );
     let mut tables = Vec::new();
-    for pipeline_path in &args.pipeline {
-        let config = PipelineConfig::load(pipeline_path)?;
+    for (pipeline_path, config) in args.pipeline.iter().zip(configs) {
         let name = pipeline_path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())

@@ -64,13 +64,19 @@ pub struct ReplayArgs {
 }
 
 pub fn run(args: ReplayArgs) -> Result<()> {
+    // A pipeline given on the command line is checked before the recording is read.
+    let given = args
+        .pipeline
+        .as_deref()
+        .map(PipelineConfig::load)
+        .transpose()?;
     let recorded = if is_neurostream_recording(&args.file)? {
         Some(neurostream::record::load(&args.file)?)
     } else {
         None
     };
-    let mut config = match (&args.pipeline, &recorded) {
-        (Some(path), _) => PipelineConfig::from_file(path)?,
+    let mut config = match (given, &recorded) {
+        (Some(config), _) => config,
         (None, Some(recorded)) => {
             tracing::info!("using the pipeline stored in {}", args.file.display());
             let mut config = recorded.session.pipeline_config()?;
