@@ -151,7 +151,7 @@ pub struct ClosedLoop {
     last_cue_complete: f64,
     /// Online cued trials awaiting their decision: (decision time, class).
     pending: VecDeque<(f64, usize)>,
-    /// Seconds from a cue to the end of its decision window.
+    /// Seconds from a cue to the newest sample of its decision window.
     cue_to_decision: f64,
     trials: usize,
     hits: usize,
@@ -185,7 +185,10 @@ impl ClosedLoop {
             ))
         };
         Ok(Some(ClosedLoop {
-            cue_to_decision: config.training.epoch_offset.max(0.0) + config.features.window_seconds,
+            // The decision window is the epoch `train` cuts: its newest sample is one sample
+            // period before offset + window.
+            cue_to_decision: config.training.epoch_offset + config.features.window_seconds
+                - 1.0 / info.nominal_rate,
             config: config.clone(),
             info: info.clone(),
             model_out,

@@ -21,6 +21,10 @@ pub struct RunArgs {
     /// model-<unix time>.json in the current folder); an existing file is not overwritten.
     #[arg(long)]
     pub model_out: Option<PathBuf>,
+    /// Cued calibration trials per class before training (overrides
+    /// paradigm.calibration_trials).
+    #[arg(long)]
+    pub calibration_trials: Option<usize>,
     /// LSL stream name (overrides the pipeline's source.name).
     #[arg(long)]
     pub stream_name: Option<String>,
@@ -70,7 +74,11 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         _ => {}
     }
+    if let Some(trials) = args.calibration_trials {
+        config.paradigm.calibration_trials = trials;
+    }
     config.validate()?;
+    config.paradigm.validate()?;
     let model = args
         .model
         .as_deref()
