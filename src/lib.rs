@@ -29,8 +29,11 @@
 //!   OAS shrinkage, eigendecomposition, matrix functions, Riemannian mean).
 //! - [`decoder`]: feature vector → class probabilities behind the [`decoder::Decoder`] trait
 //!   (shrinkage LDA, SVM, plastic MLP), plus metrics and stratified cross-validation.
-//! - [`pipeline`]: the TOML pipeline file ([`pipeline::PipelineConfig`]) and the synchronous
-//!   hot path ([`pipeline::Pipeline`]) that chains the stages above, with its driver loop.
+//! - [`config`]: the TOML pipeline file ([`config::PipelineConfig`]), assembled from the
+//!   sections each stage declares, and its one validation pass ([`validate::Problems`]: every
+//!   bad value with file, key, value and range, before any sample).
+//! - [`pipeline`]: the synchronous hot path ([`pipeline::Pipeline`]) that chains the stages
+//!   above.
 //! - [`epochs`]: labelled calibration epochs cut after each cue, through the same
 //!   preprocessing the live pipeline runs.
 //! - [`evaluate`]: fitting, cross-validation, held-out and online (plastic vs frozen)

@@ -3,8 +3,8 @@
 //! Every file under src/ is read; every `crate::…`, `super::…` and `self::…` path outside
 //! comments and string literals (including each branch of a `use a::{b, c::{d}}` tree) is
 //! resolved to the longest module file it names. Two graphs must be acyclic:
-//! - top-level modules, a module and its descendants collapsed into one node (`pipeline`
-//!   and `pipeline::config` are both `pipeline`);
+//! - top-level modules, a module and its descendants collapsed into one node (`service`
+//!   and `service::hub` are both `service`);
 //! - files, ignoring edges from a module to its own descendants (a parent declaring and
 //!   re-exporting its children is not a cycle).
 //!
