@@ -146,6 +146,7 @@ fn closed_loop_session(
         record: record_to.map(|path| RecordConfig {
             path: path.to_path_buf(),
             session: Session::new(config, None).unwrap(),
+            overwrite: true,
         }),
         ..ServiceConfig::default()
     };

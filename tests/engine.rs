@@ -139,6 +139,7 @@ async fn a_recorded_session_gives_the_same_commands_through_every_driver() {
             record: Some(RecordConfig {
                 path: file.clone(),
                 session: Session::new(&config, Some(&model)).unwrap(),
+                overwrite: true,
             }),
             ..ServiceConfig::default()
         },

@@ -464,6 +464,7 @@ async fn replay_applies_recorded_feedback_to_the_plastic_decoder() {
         record: Some(RecordConfig {
             path: file.clone(),
             session: Session::new(&config, Some(&model)).unwrap(),
+            overwrite: true,
         }),
         ..ServiceConfig::default()
     };
@@ -656,6 +657,7 @@ fn handing_chunks_to_the_recorder_does_not_allocate_in_steady_state() {
     let config = RecordConfig {
         path: file.clone(),
         session: Session::default(),
+        overwrite: true,
     };
     let mut recorder =
         record::Recorder::start(&config, source.stream_info(), source.marker_info(), false)
