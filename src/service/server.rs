@@ -48,6 +48,9 @@ pub mod close_code {
 /// How long a closing client gets to take its last queued messages.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
+/// Idle time after which a connection may be closed to make room for a new one.
+const EVICT_AFTER: Duration = Duration::from_secs(1);
+
 /// How long a new connection waits for an evicted idle one to give up its permit.
 const ADMIT_WAIT: Duration = Duration::from_millis(500);
 
@@ -138,6 +141,8 @@ impl Connections {
             .values()
             .filter(|c| !c.cancel.is_cancelled())
             .filter_map(|c| c.idle_since().map(|since| (since, c.clone())))
+            // A burst of honest clients is still sending its handshakes: not idle yet.
+            .filter(|(since, _)| since.elapsed() >= EVICT_AFTER)
             .min_by_key(|(since, _)| *since);
         if let Some((_, connection)) = oldest_idle {
             connection.cancel.cancel();
@@ -199,13 +204,13 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>) -> std::io::Result<()> 
                 continue;
             }
         };
-        let Some(permit) = connections.admit(&hub.metrics).await else {
-            drop(stream);
-            continue;
-        };
-        let (id, connection) = connections.register();
         let (hub, app, connections) = (hub.clone(), app.clone(), connections.clone());
+        // Admission waits in the connection's task, so a flood never stalls the accept loop.
         tasks.spawn(async move {
+            let Some(permit) = connections.admit(&hub.metrics).await else {
+                return;
+            };
+            let (id, connection) = connections.register();
             Metrics::add(&hub.metrics.http_connections, 1);
             serve_connection(stream, app, &hub, connection).await;
             hub.metrics.http_connections.fetch_sub(1, Ordering::Relaxed);
