@@ -461,6 +461,9 @@ async fn replay_applies_recorded_feedback_to_the_plastic_decoder() {
     let gate = Arc::new(AtomicBool::new(false));
     let service_config = ServiceConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
+        allow_feedback: true,
+        feedback_token: Some("fb".into()),
+        feedback_per_minute: 100_000,
         record: Some(RecordConfig {
             path: file.clone(),
             session: Session::new(&config, Some(&model)).unwrap(),
@@ -475,7 +478,7 @@ async fn replay_applies_recorded_feedback_to_the_plastic_decoder() {
     let service = Service::start(service_config, Box::new(source), pipeline, Some(controller))
         .await
         .unwrap();
-    let url = format!("ws://{}/ws", service.local_addr());
+    let url = format!("ws://{}/ws?feedback_token=fb", service.local_addr());
     let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     gate.store(true, Ordering::Relaxed);
     // Feedback until the stream ends (the server then closes the connection).
