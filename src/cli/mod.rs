@@ -248,7 +248,7 @@ pub fn stop_signal(
     let mut terminate = listen(SignalKind::terminate(), "SIGTERM")?;
     Ok(async move {
         tokio::select! {
-            _ = interrupt.recv() => "SIGINT",
+            _ = interrupt.recv() => "Ctrl-C",
             _ = terminate.recv() => "SIGTERM",
         }
     })
