@@ -148,6 +148,8 @@ impl Session {
 pub struct RecordConfig {
     pub path: PathBuf,
     pub session: Session,
+    /// Replace an existing file; otherwise starting on one fails.
+    pub overwrite: bool,
 }
 
 pub use crate::engine::{CommandRecord, SessionEvent};
@@ -191,12 +193,18 @@ impl Recorder {
         commands: bool,
     ) -> Result<Recorder> {
         let path = config.path.clone();
-        let mut file = File::create(&path).map_err(|e| {
-            Error::Other(format!(
-                "cannot create the recording {}: {e}",
-                path.display()
-            ))
-        })?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(config.overwrite)
+            .truncate(config.overwrite)
+            .create_new(!config.overwrite)
+            .open(&path)
+            .map_err(|e| {
+                Error::Other(format!(
+                    "cannot create the recording {}: {e}",
+                    path.display()
+                ))
+            })?;
         let header = format!(
             "<datetime>{}</datetime>{}",
             utc_now_iso8601(),

@@ -142,10 +142,12 @@ fn closed_loop_session(
         .unwrap();
     let service_config = ServiceConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
+        client_queue_bytes: 1 << 40,
         client_queue: 1_000_000,
         record: record_to.map(|path| RecordConfig {
             path: path.to_path_buf(),
             session: Session::new(config, None).unwrap(),
+            overwrite: true,
         }),
         ..ServiceConfig::default()
     };

@@ -135,10 +135,15 @@ async fn a_recorded_session_gives_the_same_commands_through_every_driver() {
     let service = Service::start(
         ServiceConfig {
             bind: "127.0.0.1:0".parse().unwrap(),
+            client_queue_bytes: 1 << 40,
+            allow_feedback: true,
+            feedback_token: Some("fb".into()),
+            feedback_per_minute: 100_000,
             client_queue: 100_000,
             record: Some(RecordConfig {
                 path: file.clone(),
                 session: Session::new(&config, Some(&model)).unwrap(),
+                overwrite: true,
             }),
             ..ServiceConfig::default()
         },
@@ -148,7 +153,7 @@ async fn a_recorded_session_gives_the_same_commands_through_every_driver() {
     )
     .await
     .unwrap();
-    let url = format!("ws://{}/ws", service.local_addr());
+    let url = format!("ws://{}/ws?feedback_token=fb", service.local_addr());
     let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     gate.store(true, Ordering::Relaxed);
 
