@@ -1,5 +1,6 @@
 //! One session engine for every driver: a live session through the service (with a refused NaN
-//! chunk, a duplicate chunk and feedback, some naming a command), recorded to XDF, gives the
+//! chunk, a duplicate chunk, feedback, some naming a command, and a rollback to the calibrated
+//! model), recorded to XDF, gives the
 //! same commands through `replay --commands`, through the library's faithful replay at any
 //! chunk size, and through the engine driver `evaluate --online` uses.
 
@@ -162,16 +163,27 @@ async fn a_recorded_session_gives_the_same_commands_through_every_driver() {
     let deadline = Instant::now() + PATIENCE;
     let mut live_commands = Vec::new();
     let mut sent = 0usize;
+    let mut rolled_back = 0;
     while let Ok(Some(Ok(message))) = tokio::time::timeout(PATIENCE, socket.next()).await {
         assert!(Instant::now() < deadline, "the session did not end in time");
         let Message::Text(text) = message else {
             continue;
         };
         let message: Value = serde_json::from_str(text.as_str()).unwrap();
+        if message["type"] == "rolled_back" {
+            rolled_back += 1;
+        }
         if message["type"] != "command" {
             continue;
         }
         live_commands.push(message.clone());
+        // Halfway, back to the calibrated model (recorded, so replayed at the same sample).
+        if live_commands.len() == 36 {
+            let rollback = r#"{"type":"rollback"}"#;
+            if socket.send(Message::Text(rollback.into())).await.is_err() {
+                break;
+            }
+        }
         if live_commands.len() % 3 != 0 {
             continue;
         }
@@ -197,6 +209,7 @@ async fn a_recorded_session_gives_the_same_commands_through_every_driver() {
     }
     let summary = service.wait().await.unwrap();
     assert_eq!(summary.recorder_dropped, 0);
+    assert_eq!(rolled_back, 1, "the rollback was answered");
     assert!(summary.feedback_applied >= 2, "{summary:?}");
 
     let recorded = record::load(&file).unwrap();

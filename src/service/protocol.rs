@@ -18,6 +18,8 @@ pub enum ServerMessage {
     Features(Features),
     Signal(Signal),
     Learned(Learned),
+    /// Reply to `rollback`: the decoder is the calibrated model again.
+    RolledBack(RolledBack),
     Subscribed(Subscribed),
     Pong(Pong),
     Error(ErrorMessage),
@@ -150,6 +152,12 @@ pub struct Learned {
     pub decoder_version: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+}
+
+/// Reply to `rollback`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolledBack {
+    pub decoder_version: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

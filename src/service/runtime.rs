@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use rand::Rng;
 
-use super::hub::{FeedbackRequest, Hub, Outgoing};
+use super::hub::{FeedbackAction, FeedbackRequest, Hub, Outgoing};
 use super::metrics::{DropReason, Metrics};
 use super::protocol::{
     self, DecoderDescription, ErrorCode, Hello, Limits, ServerMessage, Status, StatusEvent,
@@ -341,6 +341,23 @@ fn apply_feedback(
     sink: &mut ServiceSink<'_>,
 ) -> Result<()> {
     while let Ok(request) = feedback.try_recv() {
+        if request.action == FeedbackAction::Rollback {
+            let reply = if engine.rollback(sink)? {
+                let version = engine.pipeline().decoder_version();
+                sink.hub.set_decoder_version(version);
+                tracing::info!("decoder rolled back to the calibrated model");
+                ServerMessage::RolledBack(protocol::RolledBack {
+                    decoder_version: version,
+                })
+            } else {
+                ServerMessage::error(ErrorCode::BadRequest, "no decoder to roll back")
+            };
+            request.reply.push(Outgoing {
+                text: reply.to_json().into(),
+                arrived: None,
+            });
+            continue;
+        }
         sink.reply = Some(request.reply.clone());
         let outcome = engine.feedback(request.label, request.seq, sink);
         sink.reply = None;
