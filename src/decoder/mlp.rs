@@ -33,20 +33,49 @@
 //!   running mean and variance per feature with exponential forgetting
 //!   ([`OnlineConfig::normalization_forgetting`], e.g. 0.999 per window ≈ a 1000-window memory).
 //!   It never moves weights: no label, no gradient.
-//! - **Supervised: [`Decoder::update`]** is one plain-SGD step of backpropagation on one
-//!   labelled example (a cued trial or user feedback). Its learning rate follows recent error:
-//!   the *recent error* is an exponential moving average (horizon
-//!   [`OnlineConfig::error_memory`] updates) of `1 − p(true class)` measured *before* the step,
-//!   and the rate is `clamp(base · 2 · recent_error / chance_error, min_rate, max_rate)` where
-//!   `chance_error = 1 − 1/classes`. So the rate equals `base` when the model errs half as much
-//!   as chance, rises up to twice `base` at chance level and beyond when it is confidently wrong
-//!   (more plasticity while the user or the signal has changed), and falls towards `min_rate`
-//!   while predictions are right (consolidation: stop chasing noise once it works). `1 − p` is
-//!   used rather than the cross-entropy because it is bounded in `[0, 1]`: one confidently wrong
-//!   example cannot throw the rate to its ceiling for the whole memory horizon.
+//! - **Supervised: [`Decoder::update`]** learns from one labelled example (a cued trial or
+//!   user feedback: both arrive here, through the same policy). The first policy — one
+//!   plain-SGD step on the new example alone, its rate rising with recent error — made the
+//!   net *worse* than its frozen copy on 19 of 19 held-out subjects: cues alternate on most
+//!   consecutive trials, so a step towards the last label leans towards the wrong answer for
+//!   the next one, and a rate that rises with errors makes that chase faster. The policy now:
+//!
+//!   1. **Gate on margin** ([`OnlineConfig::update_margin`]): the margin
+//!      `p(true) − max p(other)` is measured before learning; an example the model already gets
+//!      right by at least the gate is only remembered, not stepped on. Errors and near-misses
+//!      drive learning; confident successes do not pull the weights towards the last label.
+//!   2. **Class-balanced replay** ([`OnlineConfig::replay_per_class`]): every accepted example
+//!      goes into a ring buffer per class (seeded at calibration with the last calibration
+//!      examples of each class, allocated once, so an update never allocates). A step descends
+//!      the mean cross-entropy over the newest `k` examples of *every* class (`k` = the
+//!      smallest class count, the new example among them), so one step pulls equally towards
+//!      each class and the order of the labels no longer matters.
+//!   3. **A rate that falls with confidence and experience**: `rate = clamp(base ·
+//!      2·recent_error/chance_error · (1 − max(margin, 0)) / √(1 + n/n₀), min_rate,
+//!      max_rate)`, `n` the updates applied since calibration and `n₀` =
+//!      [`OnlineConfig::rate_decay_updates`]. `recent_error` is an exponential moving average
+//!      (horizon [`OnlineConfig::error_memory`] labelled examples) of `1 − p(true class)`,
+//!      bounded in `[0, 1]` so one confidently wrong example cannot throw the rate to its
+//!      ceiling. The error term is the old adaptive rate (more plasticity while the signal
+//!      has changed); the margin term makes a near-miss a small
+//!      step; the experience term makes the net settle instead of chasing noise.
+//!   4. **Bounded drift from calibration**: an L2 anchor `anchor/2 · ‖w − w_cal‖²` joins
+//!      every online gradient ([`OnlineConfig::anchor`]; it replaces weight decay online, which
+//!      over thousands of steps would erase the calibration), and after each step the weights
+//!      are projected back onto the ball `‖w − w_cal‖ ≤ max_drift`
+//!      ([`OnlineConfig::max_drift`]), however many wrong labels arrive.
+//!
+//!   Defaults were chosen on the six shared EEGMMIDB subjects (calibrate R04, decode R08 and
+//!   R12 through the engine, mean over all six; docs/decoding.md has the grid): base rate
+//!   0.005, 16 examples per class, margin gate 0.5, `n₀ = 10`, anchor 1, drift radius 1.
+//!   Neighbouring settings were within a trial or two per subject; where two were close the
+//!   smaller rate was kept. `replay_per_class = 0, update_margin = 2, rate_decay_updates =
+//!   1e12, anchor = 0` gives back the old policy (tests/plastic_mlp.rs uses it to show the
+//!   trap). Cost: an update is `2k + 1` forward and backward passes (33 with the defaults;
+//!   a few ms at 2080 inputs), once per trial, not per window.
 //!
 //!   Plain SGD (no momentum, no Adam state online) keeps each step's effect exactly bounded
-//!   and attributable to its example, and leaves no optimiser state to store in a model file.
+//!   and attributable to its batch, and leaves no optimiser state to store in a model file.
 //!
 //! # Bounds, and why each exists
 //!
@@ -73,6 +102,11 @@
 //! - **Step cap** ([`OnlineConfig::max_update_norm`]): caps `‖Δw‖` per step whatever the rate and
 //!   gradient, so `n` steps move the weights by at most `n · max_update_norm` (the triangle
 //!   inequality) — a run of 100 wrong labels is bounded before anything else is considered.
+//! - **Drift ball** ([`OnlineConfig::max_drift`]): whatever the number of steps, the weights
+//!   stay within `max_drift` of the calibrated ones (a projection after every step), so even
+//!   an endless run of wrong labels cannot take the net further than that from calibration.
+//! - **Replay bound** ([`OnlineConfig::replay_per_class`] ≤ 256): fixed memory and a fixed
+//!   number of passes per step, allocated at calibration.
 //! - **Variance floor**: the running variance cannot fall below 1e-4 of the calibration variance,
 //!   so a channel that goes flat (disconnected electrode) does not turn every tiny change into a
 //!   huge z-score.
@@ -86,8 +120,10 @@
 //!
 //! # Model files
 //!
-//! [`PlasticMlp`] serialises its configuration, weights, normaliser state, recent error, rate and
-//! [`PlasticMlp::version`]; loading checks that the shapes agree and every number is finite, and
+//! [`PlasticMlp`] serialises its configuration, weights, normaliser state, recent error, rate,
+//! [`PlasticMlp::version`], the calibrated weights, the replay buffer, the count of applied
+//! updates and the probability calibration (files written before the last four load with the
+//! current weights as the calibrated ones, an empty buffer and no calibration); loading checks that the shapes agree and every number is finite, and
 //! a loaded model predicts identically to the saved one.
 
 use ndarray::ArrayView2;
