@@ -30,9 +30,9 @@
 //!   values keeps its offset, as in libsvm.
 //!   The result is mixed with the uniform distribution so neither class gets less than
 //!   `1/(n + 2)`, `n` the smaller class's calibration count (Platt's regularised target): a
-//!   later run can shift the decision values far beyond anything the calibration saw (tangent
-//!   + LDA on S042: 97 % of trials beyond 0.05/0.95, log loss 6.0), and 45 trials cannot
-//!   support more confidence than that. The mixing is strictly increasing, so it keeps the
+//!   later run can shift the decision values far beyond anything the calibration saw
+//!   (tangent space with LDA on S042: 97 % of trials beyond 0.05/0.95, log loss 6.0), and
+//!   45 trials cannot support more confidence than that. The mixing is strictly increasing, so it keeps the
 //!   ranking too.
 //! - **More classes: temperature scaling** `softmax(ln p / T)`, `T` minimising the log loss
 //!   (convex in `1/T`, so a golden-section search finds it).
