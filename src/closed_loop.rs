@@ -24,6 +24,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +33,7 @@ use crate::error::{Error, Result};
 use crate::evaluate;
 use crate::io::{RecordedStream, Recording, StreamData};
 use crate::model::Model;
+use crate::paradigm::{CueFollower, PageLink, Paradigm, StepOutput};
 use crate::pipeline::PipelineConfig;
 use crate::source::SourceItem;
 use crate::stream::{Event, StreamInfo};
@@ -49,6 +51,77 @@ pub struct ParadigmConfig {
     /// Longest calibration kept in memory, seconds (about 12 MB per 10 min at 64 ch × 160 Hz).
     #[serde(default = "default_max_calibration_seconds")]
     pub max_calibration_seconds: f64,
+    /// Where cues come from: `"stream"` (the stream's own class markers: a marker stream next
+    /// to the headset, a recording's T1/T2, the simulator's schedule) or `"page"` (the service
+    /// runs the trial schedule below on the stream's clock and the `/paradigm` page shows it;
+    /// see [`crate::paradigm`]).
+    #[serde(default)]
+    pub cues: CueSource,
+    /// Page cues: fixation cross before each cue, seconds.
+    #[serde(default = "default_fixation_seconds")]
+    pub fixation_seconds: f64,
+    /// Page cues: how long the arrow is shown; imagery starts at the cue onset.
+    #[serde(default = "default_cue_seconds")]
+    pub cue_seconds: f64,
+    /// Page cues: imagery continues this long after the arrow (feedback bar when online).
+    /// The cue marker lasts `cue_seconds + imagery_seconds`.
+    #[serde(default = "default_imagery_seconds")]
+    pub imagery_seconds: f64,
+    /// Page cues: the inter-trial break is drawn uniformly from this range, seconds.
+    #[serde(default = "default_break_min_seconds")]
+    pub break_min_seconds: f64,
+    #[serde(default = "default_break_max_seconds")]
+    pub break_max_seconds: f64,
+    /// Page cues: cued online trials per class after the model is loaded (then free mode).
+    #[serde(default = "default_online_trials_per_class")]
+    pub online_trials_per_class: usize,
+    /// Page cues: each trial is announced to clients this long before its fixation starts.
+    #[serde(default = "default_announce_seconds")]
+    pub announce_seconds: f64,
+    /// Page cues: seed of the class order and the breaks.
+    #[serde(default = "default_paradigm_seed")]
+    pub seed: u64,
+}
+
+/// `[paradigm] cues`: see [`ParadigmConfig::cues`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CueSource {
+    #[default]
+    Stream,
+    Page,
+}
+
+fn default_fixation_seconds() -> f64 {
+    2.0
+}
+
+fn default_cue_seconds() -> f64 {
+    1.25
+}
+
+fn default_imagery_seconds() -> f64 {
+    2.75
+}
+
+fn default_break_min_seconds() -> f64 {
+    1.5
+}
+
+fn default_break_max_seconds() -> f64 {
+    2.5
+}
+
+fn default_online_trials_per_class() -> usize {
+    10
+}
+
+fn default_announce_seconds() -> f64 {
+    1.0
+}
+
+fn default_paradigm_seed() -> u64 {
+    42
 }
 
 fn default_calibration_trials() -> usize {
@@ -69,6 +142,15 @@ impl Default for ParadigmConfig {
             calibration_trials: default_calibration_trials(),
             cued_feedback: true,
             max_calibration_seconds: default_max_calibration_seconds(),
+            cues: CueSource::Stream,
+            fixation_seconds: default_fixation_seconds(),
+            cue_seconds: default_cue_seconds(),
+            imagery_seconds: default_imagery_seconds(),
+            break_min_seconds: default_break_min_seconds(),
+            break_max_seconds: default_break_max_seconds(),
+            online_trials_per_class: default_online_trials_per_class(),
+            announce_seconds: default_announce_seconds(),
+            seed: default_paradigm_seed(),
         }
     }
 }
@@ -94,6 +176,39 @@ impl ParadigmConfig {
             return bad(format!(
                 "paradigm.max_calibration_seconds = {}; allowed: 60 to 7200 s",
                 self.max_calibration_seconds
+            ));
+        }
+        let seconds = [
+            ("fixation_seconds", self.fixation_seconds, 0.0, 10.0),
+            ("cue_seconds", self.cue_seconds, 0.1, 10.0),
+            ("imagery_seconds", self.imagery_seconds, 0.0, 30.0),
+            ("break_min_seconds", self.break_min_seconds, 0.0, 60.0),
+            ("break_max_seconds", self.break_max_seconds, 0.0, 60.0),
+            (
+                "announce_seconds",
+                self.announce_seconds,
+                crate::paradigm::MIN_LEAD_SECONDS,
+                10.0,
+            ),
+        ];
+        for (key, value, lo, hi) in seconds {
+            if !(value.is_finite() && (lo..=hi).contains(&value)) {
+                return bad(format!(
+                    "paradigm.{key} = {value}; allowed: {lo} to {hi} seconds"
+                ));
+            }
+        }
+        if self.break_max_seconds < self.break_min_seconds {
+            return bad(format!(
+                "paradigm.break_max_seconds = {} is below paradigm.break_min_seconds = {}; \
+                 the break is drawn from [break_min_seconds, break_max_seconds]",
+                self.break_max_seconds, self.break_min_seconds
+            ));
+        }
+        if self.online_trials_per_class > MAX_CALIBRATION_TRIALS {
+            return bad(format!(
+                "paradigm.online_trials_per_class = {}; allowed: 0 to {MAX_CALIBRATION_TRIALS}",
+                self.online_trials_per_class
             ));
         }
         Ok(())
@@ -221,6 +336,12 @@ pub struct ClosedLoop {
     score: Option<(f64, Option<f64>, Option<String>)>,
     /// Set when a model was loaded, until [`ClosedLoop::take_model_loaded`].
     model_loaded: bool,
+    /// The trial schedule, with page cues.
+    page: Option<Paradigm>,
+    /// End the session once the page paradigm's online run is over (`neurostream session`).
+    stop_when_done: bool,
+    /// Calibrations restarted (failed training, recalibration): the paradigm follows.
+    calibration_round: u64,
 }
 
 impl ClosedLoop {
@@ -238,6 +359,33 @@ impl ClosedLoop {
         }
         config.paradigm.validate()?;
         config.training.validate()?;
+        let cue_to_decision =
+            config.training.epoch_offset.max(0.0) + config.features.window_seconds;
+        let page = match config.paradigm.cues {
+            CueSource::Stream => None,
+            CueSource::Page => {
+                let p = &config.paradigm;
+                let marker = p.cue_seconds + p.imagery_seconds;
+                if cue_to_decision > marker + 1e-9 {
+                    return Err(Error::config(
+                        "pipeline",
+                        format!(
+                            "paradigm.cue_seconds + paradigm.imagery_seconds = {marker} s is \
+                             shorter than the decision window (training.epoch_offset + \
+                             features.window_seconds = {cue_to_decision} s): a trial would be \
+                             decided after its imagery ended; lengthen the imagery period"
+                        ),
+                    ));
+                }
+                if config.training.classes.len() < 2 {
+                    return Err(Error::config(
+                        "pipeline",
+                        "paradigm.cues = \"page\" needs at least two [training] classes to cue",
+                    ));
+                }
+                Some(Paradigm::new(p, &config.training.classes, PageLink::new()))
+            }
+        };
         let phase = if has_model {
             Phase::Online
         } else {
@@ -247,8 +395,11 @@ impl ClosedLoop {
             ))
         };
         Ok(Some(ClosedLoop {
-            cue_to_decision: config.training.epoch_offset.max(0.0) + config.features.window_seconds,
+            cue_to_decision,
             config: config.clone(),
+            page,
+            stop_when_done: false,
+            calibration_round: 0,
             info: info.clone(),
             model_out,
             phase,
@@ -300,6 +451,7 @@ impl ClosedLoop {
 
     /// Start a new calibration (keeps the loaded model running until the new one is ready).
     pub fn recalibrate(&mut self) {
+        self.calibration_round += 1;
         self.counts.iter_mut().for_each(|c| *c = 0);
         self.last_cue_complete = f64::NEG_INFINITY;
         self.phase = Phase::Calibrating(CalibrationBuffer::new(
@@ -324,40 +476,93 @@ impl ClosedLoop {
                     buffer.push(chunk);
                 }
             }
-            SourceItem::Events(events) => {
-                for event in events {
-                    let Some(class) = self.class_of(event) else {
-                        continue;
-                    };
-                    let decided_at = event.onset + self.cue_to_decision;
-                    match &mut self.phase {
-                        Phase::Calibrating(buffer) => {
-                            buffer.events.push(event.clone());
-                            self.counts[class] += 1;
-                            self.last_cue_complete = decided_at;
-                        }
-                        Phase::Online | Phase::Training(_) => {
-                            self.pending.push_back((decided_at, class))
-                        }
-                    }
-                }
-                // Non-class markers ride along so the calibration recording keeps them.
-                if let Phase::Calibrating(buffer) = &mut self.phase {
-                    buffer.events.extend(
-                        events
-                            .iter()
-                            .filter(|e| {
-                                self.config
-                                    .training
-                                    .classes
-                                    .iter()
-                                    .all(|c| c.event != e.label)
-                            })
-                            .cloned(),
-                    );
-                }
-            }
+            // With page cues, the stream's own markers are recorded but are not trials.
+            SourceItem::Events(events) if self.page.is_none() => self.cues(events),
+            SourceItem::Events(_) => {}
             SourceItem::Status(_) => {}
+        }
+    }
+
+    /// Cue markers the paradigm injected at their onset (page cues).
+    pub fn observe_cues(&mut self, events: &[Event]) {
+        self.cues(events);
+    }
+
+    fn cues(&mut self, events: &[Event]) {
+        for event in events {
+            let Some(class) = self.class_of(event) else {
+                continue;
+            };
+            let decided_at = event.onset + self.cue_to_decision;
+            match &mut self.phase {
+                Phase::Calibrating(buffer) => {
+                    buffer.events.push(event.clone());
+                    self.counts[class] += 1;
+                    self.last_cue_complete = decided_at;
+                }
+                Phase::Online | Phase::Training(_) => self.pending.push_back((decided_at, class)),
+            }
+        }
+        // Non-class markers ride along so the calibration recording keeps them.
+        if let Phase::Calibrating(buffer) = &mut self.phase {
+            buffer.events.extend(
+                events
+                    .iter()
+                    .filter(|e| {
+                        self.config
+                            .training
+                            .classes
+                            .iter()
+                            .all(|c| c.event != e.label)
+                    })
+                    .cloned(),
+            );
+        }
+    }
+
+    /// The page paradigm, with `[paradigm] cues = "page"`.
+    pub fn paradigm(&self) -> Option<&Paradigm> {
+        self.page.as_ref()
+    }
+
+    /// What the page paradigm shares with the server (clock, planned onsets, timing).
+    pub fn page_link(&self) -> Option<Arc<PageLink>> {
+        self.page.as_ref().map(|p| p.link().clone())
+    }
+
+    /// With page cues: end the session (the service stops) once every online trial has been
+    /// shown and decided, instead of staying in free mode.
+    pub fn set_stop_when_done(&mut self, stop: bool) {
+        self.stop_when_done = stop;
+    }
+
+    /// Whether the session should end now (see [`ClosedLoop::set_stop_when_done`]): `newest`
+    /// is the newest sample's timestamp.
+    pub fn paradigm_complete(&self, newest: f64) -> bool {
+        self.stop_when_done
+            && self.pending.is_empty()
+            && self.page.as_ref().is_some_and(|p| p.finished(newest))
+    }
+
+    /// Let a virtual subject follow the page paradigm's cues.
+    pub fn set_follower(&mut self, follower: Arc<CueFollower>) {
+        if let Some(page) = self.page.as_mut() {
+            page.set_follower(follower);
+        }
+    }
+
+    /// Advance the page paradigm (see [`Paradigm::step`]); nothing without page cues.
+    pub fn step_paradigm(
+        &mut self,
+        newest: Option<f64>,
+        now: Option<f64>,
+        page_connected: bool,
+    ) -> StepOutput {
+        let online = matches!(self.phase, Phase::Online);
+        let round = self.calibration_round;
+        match self.page.as_mut() {
+            Some(page) => page.step(newest, now, round, online, page_connected),
+            None => StepOutput::default(),
         }
     }
 

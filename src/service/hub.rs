@@ -113,6 +113,8 @@ pub struct Hub {
     feedback: SyncSender<FeedbackRequest>,
     /// The latest closed-loop `session` message, sent to new clients after `hello`.
     session_state: Mutex<Option<Arc<str>>>,
+    /// The stream clock and the page paradigm's planned cues (set once by the runtime).
+    pub page: std::sync::OnceLock<Arc<crate::paradigm::PageLink>>,
 }
 
 impl Hub {
@@ -125,6 +127,7 @@ impl Hub {
             clients: Mutex::new(Vec::new()),
             feedback,
             session_state: Mutex::new(None),
+            page: std::sync::OnceLock::new(),
         }
     }
 

@@ -59,9 +59,12 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
 use super::{Pace, Pacer, Source, SourceItem};
 use crate::error::{Error, Result};
 use crate::io::{RecordedStream, Recording, StreamData};
+use crate::paradigm::{CueFollower, Imagery};
 use crate::stream::{ChannelInfo, Chunk, Event, StreamInfo, ValueFormat, IRREGULAR_RATE};
 
 /// Lowest and highest accepted sampling rates (Hz). The 18–22 Hz beta rhythm needs a Nyquist
@@ -153,6 +156,10 @@ pub struct SimulatorConfig {
     /// RMS of the background (pink) noise per channel, µV. With the rhythms on top, channel
     /// standard deviations land at 25–30 µV by default, the scale of EEGMMIDB.
     pub noise_uv: f64,
+    /// A virtual subject: instead of its own rest/cue schedule (and markers), imagine what
+    /// the service's paradigm cues, live, through [`Simulator::cue_follower`] (see
+    /// [`crate::paradigm`]). Without a paradigm writing to it, the subject rests throughout.
+    pub follow_cues: bool,
 }
 
 impl Default for SimulatorConfig {
@@ -167,6 +174,7 @@ impl Default for SimulatorConfig {
             trial: TrialConfig::default(),
             erd_depth: 0.5,
             noise_uv: 25.0,
+            follow_cues: false,
         }
     }
 }
@@ -287,6 +295,8 @@ impl SimulatorConfig {
             total_samples,
             pacer: None,
             pending: None,
+            follower: self.follow_cues.then(CueFollower::new),
+            imagery: Vec::new(),
         })
     }
 }
@@ -322,6 +332,9 @@ pub struct Simulator {
     pacer: Option<Pacer>,
     /// Markers of the chunk just yielded, handed out by the next call.
     pending: Option<Vec<Event>>,
+    /// `follow_cues`: what the paradigm cues, and the imagery of each sample of a chunk.
+    follower: Option<Arc<CueFollower>>,
+    imagery: Vec<Imagery>,
 }
 
 impl Simulator {
@@ -332,6 +345,11 @@ impl Simulator {
     /// Samples generated so far (the index of the next sample).
     pub fn samples_generated(&self) -> u64 {
         self.engine.sample
+    }
+
+    /// With `follow_cues`, the handle a paradigm writes its cues to.
+    pub fn cue_follower(&self) -> Option<Arc<CueFollower>> {
+        self.follower.clone()
     }
 }
 
@@ -357,7 +375,18 @@ impl Source for Simulator {
         let channels = self.info.channel_count();
         let mut data = vec![0.0f32; channels * n];
         let mut timestamps = vec![0.0f64; n];
-        self.engine.generate(&mut data, &mut timestamps);
+        match &self.follower {
+            Some(follower) => {
+                for (s, t) in timestamps.iter_mut().enumerate() {
+                    *t = (self.engine.sample + s as u64) as f64 / self.config.rate;
+                }
+                self.imagery.resize(n, Imagery::Other);
+                follower.imagery_at(&timestamps, &mut self.imagery);
+                self.engine
+                    .generate_following(&self.imagery, &mut data, &mut timestamps);
+            }
+            None => self.engine.generate(&mut data, &mut timestamps),
+        }
         let pacer = self
             .pacer
             .get_or_insert_with(|| Pacer::new(Pace::from_speed(self.config.speed)));
@@ -916,6 +945,33 @@ impl Engine {
                 Phase::Rest => [1.0, 1.0],
                 Phase::Left => [1.0, low],
                 Phase::Right => [low, 1.0],
+            };
+            self.generator.step(target, &mut self.frame);
+            for (c, &v) in self.frame.iter().enumerate() {
+                data[c * n + s] = v;
+            }
+            *t = self.sample as f64 / self.rate;
+            self.sample += 1;
+        }
+    }
+
+    /// [`Engine::generate`] with the imagery of each sample given (a virtual subject
+    /// following external cues); the own schedule and its markers are not used.
+    fn generate_following(
+        &mut self,
+        imagery: &[Imagery],
+        data: &mut [f32],
+        timestamps: &mut [f64],
+    ) {
+        let n = timestamps.len();
+        debug_assert_eq!(data.len(), self.frame.len() * n);
+        let low = 1.0 - self.erd_depth;
+        for (s, (t, imagine)) in timestamps.iter_mut().zip(imagery).enumerate() {
+            // Contralateral ERD: the left hand desynchronises the right hemisphere.
+            let target = match imagine {
+                Imagery::LeftHand => [1.0, low],
+                Imagery::RightHand => [low, 1.0],
+                Imagery::Other => [1.0, 1.0],
             };
             self.generator.step(target, &mut self.frame);
             for (c, &v) in self.frame.iter().enumerate() {
