@@ -31,7 +31,6 @@ use crate::closed_loop::{ClosedLoop, LoopState};
 use crate::control::Controller;
 use crate::engine::{CommandEvent, Engine, EngineSink, Learned, SessionEvent};
 use crate::error::{Error, Result};
-use crate::paradigm::PageLink;
 use crate::pipeline::{Pipeline, RejectKind, Rejected, WindowFeatures};
 use crate::record::{RecordSummary, Recorder};
 use crate::source::{Source, SourceItem, StreamStatus};
@@ -136,7 +135,7 @@ impl Service {
         let page = closed_loop
             .as_ref()
             .and_then(ClosedLoop::page_link)
-            .unwrap_or_else(PageLink::new);
+            .unwrap_or_default();
         let _ = hub.page.set(page);
 
         let (items_tx, items_rx) =
