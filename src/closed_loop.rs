@@ -81,6 +81,11 @@ pub struct ParadigmConfig {
     /// Page cues: seed of the class order and the breaks.
     #[serde(default = "default_paradigm_seed")]
     pub seed: u64,
+    /// Page cues: also publish the cue markers as an LSL stream `neurostream-cues` (builds
+    /// with the `lsl` feature). Default: on when the source is an LSL stream (LabRecorder
+    /// then records the cues next to the headset), off otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lsl_markers: Option<bool>,
 }
 
 /// `[paradigm] cues`: see [`ParadigmConfig::cues`].
@@ -151,6 +156,7 @@ impl Default for ParadigmConfig {
             online_trials_per_class: default_online_trials_per_class(),
             announce_seconds: default_announce_seconds(),
             seed: default_paradigm_seed(),
+            lsl_markers: None,
         }
     }
 }
@@ -383,7 +389,23 @@ impl ClosedLoop {
                         "paradigm.cues = \"page\" needs at least two [training] classes to cue",
                     ));
                 }
-                Some(Paradigm::new(p, &config.training.classes, PageLink::new()))
+                let mut paradigm = Paradigm::new(p, &config.training.classes, PageLink::new());
+                let lsl_source = matches!(config.source, crate::pipeline::SourceConfig::Lsl(_));
+                if p.lsl_markers.unwrap_or(lsl_source) {
+                    #[cfg(feature = "lsl")]
+                    paradigm.set_outlet(crate::paradigm::CueOutlet::start(
+                        "neurostream-cues",
+                        &format!("{}-cues", info.source_id),
+                        lsl_source,
+                    )?);
+                    #[cfg(not(feature = "lsl"))]
+                    return Err(Error::config(
+                        "pipeline",
+                        "paradigm.lsl_markers = true, but this build has no LSL (build with \
+                         --features lsl)",
+                    ));
+                }
+                Some(paradigm)
             }
         };
         let phase = if has_model {

@@ -251,6 +251,97 @@ impl PageLink {
     }
 }
 
+/// Cue markers published as an LSL string stream (`[paradigm] lsl_markers`), so LabRecorder
+/// or MNE-LSL record them next to the headset. LSL outlets are not `Send`: the outlet lives
+/// on its own thread and gets plain data through a bounded channel, never waited for.
+///
+/// Timestamps: with an LSL source the stream clock *is* the LSL clock of this machine, so a
+/// cue goes out at its planned onset; with another source (simulator, replay) the stream
+/// clock starts at the source's zero, and onsets are shifted onto the LSL clock by
+/// `local_clock() − stream now`, taken once at the first cue.
+#[cfg(feature = "lsl")]
+#[derive(Debug)]
+pub struct CueOutlet {
+    tx: std::sync::mpsc::SyncSender<(String, f64)>,
+    clock_is_lsl: bool,
+    shift: Option<f64>,
+}
+
+#[cfg(feature = "lsl")]
+impl CueOutlet {
+    /// Cues queued for the outlet thread before new ones are dropped (and logged).
+    const QUEUE: usize = 256;
+
+    /// Create the outlet `name` (type `Markers`) on its own thread.
+    pub fn start(name: &str, source_id: &str, clock_is_lsl: bool) -> crate::Result<CueOutlet> {
+        use lsl::ExPushable;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(String, f64)>(Self::QUEUE);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (name, source_id) = (name.to_owned(), source_id.to_owned());
+        std::thread::Builder::new()
+            .name("neurostream-cue-outlet".into())
+            .spawn(move || {
+                let outlet = lsl::StreamInfo::new(
+                    &name,
+                    "Markers",
+                    1,
+                    crate::stream::IRREGULAR_RATE,
+                    lsl::ChannelFormat::String,
+                    &source_id,
+                )
+                .and_then(|info| lsl::StreamOutlet::new(&info, 0, 360));
+                let outlet = match outlet {
+                    Ok(outlet) => {
+                        let _ = ready_tx.send(Ok(()));
+                        outlet
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!(
+                            "cannot create the LSL cue outlet {name:?}: {e}"
+                        )));
+                        return;
+                    }
+                };
+                for (label, timestamp) in rx {
+                    if let Err(e) = outlet.push_sample_ex(&vec![label.as_str()], timestamp, true) {
+                        tracing::warn!("LSL cue outlet: cannot push a marker: {e}");
+                    }
+                }
+            })
+            .map_err(|e| crate::Error::Other(format!("cannot start the cue outlet thread: {e}")))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(CueOutlet {
+                tx,
+                clock_is_lsl,
+                shift: None,
+            }),
+            Ok(Err(e)) => Err(crate::Error::Stream(e)),
+            Err(_) => Err(crate::Error::Stream(
+                "the LSL cue outlet thread stopped before creating its outlet".into(),
+            )),
+        }
+    }
+
+    /// Publish `cue` (reached by the stream; `now` is the stream clock).
+    pub fn publish(&mut self, cue: &Event, now: f64) {
+        let shift = if self.clock_is_lsl {
+            0.0
+        } else {
+            *self.shift.get_or_insert_with(|| lsl::local_clock() - now)
+        };
+        if self
+            .tx
+            .try_send((cue.label.clone(), cue.onset + shift))
+            .is_err()
+        {
+            tracing::warn!(
+                "LSL cue outlet is behind: marker {} not published",
+                cue.label
+            );
+        }
+    }
+}
+
 /// Which run a trial belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -329,6 +420,8 @@ pub struct Paradigm {
     pending: VecDeque<Event>,
     link: Arc<PageLink>,
     follower: Option<Arc<CueFollower>>,
+    #[cfg(feature = "lsl")]
+    outlet: Option<CueOutlet>,
 }
 
 impl Paradigm {
@@ -348,12 +441,20 @@ impl Paradigm {
             pending: VecDeque::new(),
             link,
             follower: None,
+            #[cfg(feature = "lsl")]
+            outlet: None,
         }
     }
 
     /// Tell `follower` (a virtual subject) every cue when it is planned.
     pub fn set_follower(&mut self, follower: Arc<CueFollower>) {
         self.follower = Some(follower);
+    }
+
+    /// Publish every cue marker on this LSL outlet too.
+    #[cfg(feature = "lsl")]
+    pub fn set_outlet(&mut self, outlet: CueOutlet) {
+        self.outlet = Some(outlet);
     }
 
     pub fn link(&self) -> &Arc<PageLink> {
@@ -401,6 +502,10 @@ impl Paradigm {
             }
         }
         let Some(now) = now else { return out };
+        #[cfg(feature = "lsl")]
+        if let Some(outlet) = self.outlet.as_mut() {
+            out.due.iter().for_each(|cue| outlet.publish(cue, now));
+        }
         let restarted = calibration_round != self.round;
         self.round = calibration_round;
         let stage = match self.stage {

@@ -483,3 +483,143 @@ fn a_virtual_subject_calibrates_trains_and_goes_online_through_the_paradigm_page
     ]);
     assert!(retrained.is_file());
 }
+
+/// Run `test` here when inside the loopback namespace; otherwise re-run this test binary for
+/// it inside one and return false (the outer run only reports the inner result).
+fn inside_loopback(test: &str) -> bool {
+    if std::env::var_os(neurostream::loopback::MARKER_VARIABLE).is_some() {
+        if let Err(e) = neurostream::loopback::require() {
+            panic!("{e}");
+        }
+        return true;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let args: Vec<String> = [test, "--exact", "--nocapture", "--test-threads=1"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let status = neurostream::loopback::command(&exe, &args)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "{test} failed inside its loopback namespace"
+    );
+    false
+}
+
+fn pylsl_available() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import pylsl"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        let message = "python3 with pylsl not found (scripts/setup --test)";
+        if std::env::var("NEUROSTREAM_REQUIRE_DATA").is_ok_and(|v| v == "1") {
+            panic!("{message}");
+        }
+        eprintln!("SKIPPED: {message}");
+    }
+    ok
+}
+
+/// An independent pylsl inlet on the cue outlet: the first `count` markers, labels and times.
+const CUE_INLET: &str = r#"
+import json, sys
+import pylsl
+count = int(sys.argv[1])
+found = pylsl.resolve_byprop("name", "neurostream-cues", 1, 60.0)
+if not found:
+    print(json.dumps({"error": "neurostream-cues not found"})); sys.exit(1)
+inlet = pylsl.StreamInlet(found[0])
+labels, stamps = [], []
+while len(labels) < count:
+    sample, stamp = inlet.pull_sample(timeout=60.0)
+    if sample is None:
+        break
+    labels.append(sample[0]); stamps.append(stamp)
+print(json.dumps({"type": found[0].type(), "labels": labels, "timestamps": stamps}))
+"#;
+
+/// With `lsl_markers`, the cues also go out as an LSL marker stream that an independent pylsl
+/// inlet reads: the same labels as the recording's markers, spaced exactly as the recorded
+/// onsets (the simulator's clock shifted onto the LSL clock once). Headless (no page: the
+/// paradigm starts on its own), five calibration trials per class, no online run.
+#[test]
+fn cue_markers_go_out_on_lsl_as_recorded() {
+    if !pylsl_available() || !inside_loopback("cue_markers_go_out_on_lsl_as_recorded") {
+        return;
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("paradigm-lsl");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let pipeline = dir.join("pipeline.toml");
+    let text = PIPELINE
+        .replace("calibration_trials = 20", "calibration_trials = 5")
+        .replace(
+            "online_trials_per_class = 10",
+            "online_trials_per_class = 0",
+        )
+        .replace(
+            "break_max_seconds = 1.5",
+            "break_max_seconds = 1.5\nlsl_markers = true",
+        );
+    std::fs::write(&pipeline, text).unwrap();
+    let xdf = dir.join("session.xdf");
+    let inlet = Command::new("python3")
+        .args(["-c", CUE_INLET, "10"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut session = Session::start(&[
+        "--pipeline",
+        pipeline.to_str().unwrap(),
+        "--model-out",
+        dir.join("model.json").to_str().unwrap(),
+        "--record",
+        xdf.to_str().unwrap(),
+        "--stop-when-done",
+    ]);
+    let status = session.wait(Duration::from_secs(240));
+    assert!(status.success(), "the session failed: {status}");
+    let output = inlet.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "the pylsl inlet failed: {output:?}"
+    );
+    let received: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(received["type"], "Markers");
+    let recording = neurostream::io::open(&xdf).unwrap();
+    let cues = recording
+        .streams
+        .iter()
+        .find(|s| s.info.stream_type == "Markers")
+        .expect("the recording has no marker stream");
+    let neurostream::io::StreamData::Markers(events) = &cues.data else {
+        panic!("the marker stream holds no markers");
+    };
+    let labels: Vec<&str> = events.iter().map(|e| e.label.as_str()).collect();
+    let lsl_labels: Vec<&str> = received["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(lsl_labels, labels, "{received}");
+    let stamps: Vec<f64> = received["timestamps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_f64().unwrap())
+        .collect();
+    for (i, event) in events.iter().enumerate() {
+        let recorded = event.onset - events[0].onset;
+        let published = stamps[i] - stamps[0];
+        assert!(
+            (recorded - published).abs() < 1e-6,
+            "cue {i}: recorded {recorded} s after the first, published {published} s"
+        );
+    }
+}
