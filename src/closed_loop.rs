@@ -389,23 +389,13 @@ impl ClosedLoop {
                         "paradigm.cues = \"page\" needs at least two [training] classes to cue",
                     ));
                 }
-                let mut paradigm = Paradigm::new(p, &config.training.classes, PageLink::new());
+                let paradigm = Paradigm::new(p, &config.training.classes, PageLink::new());
                 let lsl_source = matches!(config.source, crate::pipeline::SourceConfig::Lsl(_));
                 if p.lsl_markers.unwrap_or(lsl_source) {
-                    #[cfg(feature = "lsl")]
-                    paradigm.set_outlet(crate::paradigm::CueOutlet::start(
-                        "neurostream-cues",
-                        &format!("{}-cues", info.source_id),
-                        lsl_source,
-                    )?);
-                    #[cfg(not(feature = "lsl"))]
-                    return Err(Error::config(
-                        "pipeline",
-                        "paradigm.lsl_markers = true, but this build has no LSL (build with \
-                         --features lsl)",
-                    ));
+                    Some(with_cue_outlet(paradigm, info, lsl_source)?)
+                } else {
+                    Some(paradigm)
                 }
-                Some(paradigm)
             }
         };
         let phase = if has_model {
@@ -698,6 +688,25 @@ impl ClosedLoop {
     }
 }
 
+/// `paradigm` publishing its cues on the LSL stream `neurostream-cues`.
+#[cfg(feature = "lsl")]
+fn with_cue_outlet(mut paradigm: Paradigm, info: &StreamInfo, lsl_clock: bool) -> Result<Paradigm> {
+    paradigm.set_outlet(crate::paradigm::CueOutlet::start(
+        "neurostream-cues",
+        &format!("{}-cues", info.source_id),
+        lsl_clock,
+    )?);
+    Ok(paradigm)
+}
+
+#[cfg(not(feature = "lsl"))]
+fn with_cue_outlet(_: Paradigm, _: &StreamInfo, _: bool) -> Result<Paradigm> {
+    Err(Error::config(
+        "pipeline",
+        "paradigm.lsl_markers = true, but this build has no LSL (build with --features lsl)",
+    ))
+}
+
 fn argmax(values: &[f64]) -> usize {
     values
         .iter()
@@ -752,6 +761,55 @@ mod tests {
         // Three classes: chance is a third.
         assert!(chance_warning(0.5, 300, 3).is_none());
         assert!(chance_warning(0.4, 30, 3).is_some());
+    }
+
+    #[test]
+    fn page_cues_must_last_until_the_trial_is_decided() {
+        let mut config = crate::pipeline::PipelineConfig::from_toml(
+            "[decoder]\nkind = \"lda\"\n[features]\nwindow_seconds = 3.0\n\
+             [training]\nclasses = [{ event = \"T1\", name = \"left\" }, \
+             { event = \"T2\", name = \"right\" }]\nepoch_offset = 0.5\n\
+             [paradigm]\ncues = \"page\"\ncue_seconds = 1.0\nimagery_seconds = 2.0\n",
+            "test",
+        )
+        .unwrap();
+        let info = crate::source::simulator::SimulatorConfig::default()
+            .build()
+            .unwrap()
+            .stream_info()
+            .clone();
+        let error = ClosedLoop::new(&config, &info, false, None)
+            .err()
+            .expect("a 3 s marker cannot hold a 3.5 s decision")
+            .to_string();
+        assert!(
+            error.contains("paradigm.cue_seconds + paradigm.imagery_seconds = 3"),
+            "{error}"
+        );
+        config.paradigm.imagery_seconds = 2.5;
+        let closed_loop = ClosedLoop::new(&config, &info, false, None)
+            .unwrap()
+            .unwrap();
+        assert!(closed_loop.paradigm().is_some());
+        assert!(closed_loop.page_link().is_some());
+    }
+
+    #[test]
+    fn paradigm_timings_are_checked() {
+        let mut p = ParadigmConfig::default();
+        p.break_max_seconds = 0.5;
+        let e = p.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("paradigm.break_max_seconds = 0.5 is below"),
+            "{e}"
+        );
+        let mut p = ParadigmConfig::default();
+        p.cue_seconds = f64::NAN;
+        let e = p.validate().unwrap_err().to_string();
+        assert!(e.contains("paradigm.cue_seconds = NaN"), "{e}");
+        let mut p = ParadigmConfig::default();
+        p.announce_seconds = 0.1;
+        assert!(p.validate().is_err());
     }
 
     #[test]

@@ -144,10 +144,14 @@ function handle(message) {
   switch (message.type) {
     case "hello":
       state.hello = message;
-      state.classes = message.classes;
+      if (message.classes.length) state.classes = message.classes.slice();
       return;
     case "clock_sync": return onClockSync(message);
     case "cue":
+      // A page that connected before the model was loaded got a `hello` without classes.
+      if (state.classes[message.class_index] === undefined) {
+        state.classes[message.class_index] = message.class;
+      }
       state.trials.push({ ...message, paintReported: false });
       if (state.trials.length > 50) state.trials.shift();
       return;
@@ -222,7 +226,7 @@ function draw(now, frameTime) {
   }
   const feedback = $("feedback");
   const showFeedback = trial && trial.block === "online" && (phase === "cue" || phase === "imagery")
-    && state.probabilities && state.classes.length;
+    && state.probabilities;
   feedback.hidden = !showFeedback;
   if (showFeedback) {
     drawFeedback(feedback, trial);
@@ -231,8 +235,10 @@ function draw(now, frameTime) {
 }
 
 function drawFeedback(root, trial) {
-  if (root.childElementCount !== state.classes.length) {
-    root.replaceChildren(...state.classes.map((name) => {
+  const names = state.probabilities.map((_, i) => state.classes[i] || `class ${i}`);
+  if (root.childElementCount !== names.length || root.dataset.names !== names.join()) {
+    root.dataset.names = names.join();
+    root.replaceChildren(...names.map((name) => {
       const bar = document.createElement("div");
       bar.className = "bar";
       const fill = document.createElement("div");

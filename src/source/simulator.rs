@@ -1092,4 +1092,54 @@ mod tests {
             assert_eq!(e.label == "T0", i % 2 == 0);
         }
     }
+
+    /// A virtual subject imagines the cued hand (contralateral ERD) during the cue only, and
+    /// emits no markers of its own.
+    #[test]
+    fn a_follower_renders_erd_for_the_cued_hand_only() {
+        let config = SimulatorConfig {
+            follow_cues: true,
+            noise_uv: 0.0,
+            erd_depth: 0.9,
+            speed: 0.0,
+            duration_seconds: Some(30.0),
+            ..SimulatorConfig::default()
+        };
+        let mut sim = config.build().unwrap();
+        let follower = sim.cue_follower().expect("follow_cues gives a handle");
+        follower.push(crate::paradigm::FollowedCue {
+            imagery: Imagery::LeftHand,
+            onset: 10.0,
+            duration: 10.0,
+        });
+        let labels = config.montage.labels();
+        let c3 = labels.iter().position(|l| *l == "C3").unwrap();
+        let c4 = labels.iter().position(|l| *l == "C4").unwrap();
+        let (mut rest, mut cue) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+        while let Some(item) = sim.next_item().unwrap() {
+            let SourceItem::Chunk(chunk) = item else {
+                panic!("a follower emits no markers: {item:?}");
+            };
+            for (s, &t) in chunk.timestamps().iter().enumerate() {
+                let bucket = if (1.0..9.0).contains(&t) {
+                    &mut rest
+                } else if (11.0..19.0).contains(&t) {
+                    &mut cue
+                } else {
+                    continue;
+                };
+                bucket[0].push(chunk.channel(c3)[s] as f64);
+                bucket[1].push(chunk.channel(c4)[s] as f64);
+            }
+        }
+        let var = |v: &[f64]| {
+            let m = v.iter().sum::<f64>() / v.len() as f64;
+            v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64
+        };
+        let c4_ratio = var(&cue[1]) / var(&rest[1]);
+        let c3_ratio = var(&cue[0]) / var(&rest[0]);
+        // Left hand → the right hemisphere (C4) desynchronises, the left one (C3) does not.
+        assert!(c4_ratio < 0.5, "C4 cue/rest variance {c4_ratio}");
+        assert!(c3_ratio > 0.6, "C3 cue/rest variance {c3_ratio}");
+    }
 }
