@@ -773,6 +773,7 @@ mod tests {
             "test",
         )
         .unwrap();
+        use crate::source::Source;
         let info = crate::source::simulator::SimulatorConfig::default()
             .build()
             .unwrap()
@@ -796,19 +797,25 @@ mod tests {
 
     #[test]
     fn paradigm_timings_are_checked() {
-        let mut p = ParadigmConfig::default();
-        p.break_max_seconds = 0.5;
+        let p = ParadigmConfig {
+            break_max_seconds: 0.5,
+            ..ParadigmConfig::default()
+        };
         let e = p.validate().unwrap_err().to_string();
         assert!(
             e.contains("paradigm.break_max_seconds = 0.5 is below"),
             "{e}"
         );
-        let mut p = ParadigmConfig::default();
-        p.cue_seconds = f64::NAN;
+        let p = ParadigmConfig {
+            cue_seconds: f64::NAN,
+            ..ParadigmConfig::default()
+        };
         let e = p.validate().unwrap_err().to_string();
         assert!(e.contains("paradigm.cue_seconds = NaN"), "{e}");
-        let mut p = ParadigmConfig::default();
-        p.announce_seconds = 0.1;
+        let p = ParadigmConfig {
+            announce_seconds: 0.1,
+            ..ParadigmConfig::default()
+        };
         assert!(p.validate().is_err());
     }
 
