@@ -2,7 +2,7 @@
 //! session` runs the cue paradigm on the simulator's stream clock, the simulator follows the
 //! cues live (lateralised ERD for the cued hand), headless Chromium shows the `/paradigm`
 //! page (clock sync, cues drawn on their planned stream time, paint reports, the feedback
-//! bar). 20 calibration trials per class → training → the model hot-loaded (a client
+//! bar; the dashboard shows the paradigm too). 20 calibration trials per class → training → the model hot-loaded (a client
 //! connecting afterwards gets a `hello` with the decoder and a `session` message saying
 //! online) → 20 online trials, which must be ≥ 80 % right. The session's XDF must load in
 //! pyxdf with EEG, cues, commands and feedback, its cue markers must sit exactly at the
@@ -336,6 +336,24 @@ fn a_virtual_subject_calibrates_trains_and_goes_online_through_the_paradigm_page
             PAGE_STATE,
         )
         .await;
+        // The dashboard shows the paradigm and the calibration count too.
+        let mut dashboard = Page::open(&browser).await;
+        dashboard
+            .navigate(&format!("{}/?token={TOKEN}", session.base))
+            .await;
+        for (what, text) in [
+            ("the paradigm stage", "paradigm"),
+            ("the current cue", "calibration"),
+            ("the calibration count", "calibration trials"),
+        ] {
+            dashboard
+                .wait_for(
+                    what,
+                    &format!("document.getElementById('counters').textContent.includes('{text}')"),
+                )
+                .await;
+        }
+        dashboard.navigate("about:blank").await;
         page.wait_for_within(
             "a drawn cue arrow",
             "!document.getElementById('arrow').hidden",

@@ -143,6 +143,8 @@ pub struct Page {
     socket: Socket,
     session: String,
     next_id: u64,
+    /// Evaluated for the failure message of [`Page::wait_for`] (the page's own state).
+    state: String,
 }
 
 impl Page {
@@ -154,6 +156,7 @@ impl Page {
             socket,
             session: String::new(),
             next_id: 0,
+            state: "document.title".into(),
         };
         let target = page
             .call("Target.createTarget", json!({"url": "about:blank"}))
@@ -225,8 +228,14 @@ impl Page {
     /// Poll `expression` until it is truthy; its value. Fails with `what` and the dashboard's
     /// state after [`PATIENCE`].
     pub async fn wait_for(&mut self, what: &str, expression: &str) -> Value {
-        self.wait_for_within(what, expression, PATIENCE, "document.title")
+        let state = self.state.clone();
+        self.wait_for_within(what, expression, PATIENCE, &state)
             .await
+    }
+
+    /// What [`Page::wait_for`] shows of the page when it gives up (a JS expression).
+    pub fn set_state_expression(&mut self, expression: &str) {
+        self.state = expression.to_owned();
     }
 
     /// [`Page::wait_for`] with its own patience; `state` is evaluated for the failure message.
