@@ -341,15 +341,21 @@ fn a_virtual_subject_calibrates_trains_and_goes_online_through_the_paradigm_page
         dashboard
             .navigate(&format!("{}/?token={TOKEN}", session.base))
             .await;
-        for (what, text) in [
-            ("the paradigm stage", "paradigm"),
-            ("the current cue", "calibration"),
-            ("the calibration count", "calibration trials"),
+        for (what, pattern) in [
+            ("the paradigm stage", "paradigm\\s*calibration"),
+            (
+                "the current cue",
+                "cue\\s*calibration \\d+/40: (left|right)",
+            ),
+            (
+                "the calibration count",
+                "calibration trials\\s*\\d+ \\+ \\d+ of 20 per class",
+            ),
         ] {
             dashboard
                 .wait_for(
                     what,
-                    &format!("document.getElementById('counters').textContent.includes('{text}')"),
+                    &format!("/{pattern}/.test(document.getElementById('counters').textContent)"),
                 )
                 .await;
         }
