@@ -184,6 +184,8 @@ pub struct PageLink {
     pub clock: StreamClock,
     onsets: Mutex<HashMap<u64, f64>>,
     timing: Mutex<CueTiming>,
+    /// The latest `paradigm` message, for clients that connect later.
+    stage: Mutex<Option<Arc<str>>>,
 }
 
 /// The outcome of one `cue_painted` report.
@@ -241,6 +243,15 @@ impl PageLink {
             offset_ms,
             summary,
         })
+    }
+
+    /// Remember the latest `paradigm` message (JSON) for new clients.
+    pub fn set_stage_message(&self, json: Arc<str>) {
+        *self.stage.lock().unwrap_or_else(|e| e.into_inner()) = Some(json);
+    }
+
+    pub fn stage_message(&self) -> Option<Arc<str>> {
+        self.stage.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn timing(&self) -> Option<TimingSummary> {

@@ -355,7 +355,7 @@ fn a_virtual_subject_calibrates_trains_and_goes_online_through_the_paradigm_page
             dashboard
                 .wait_for(
                     what,
-                    &format!("/{pattern}/.test(document.getElementById('counters').textContent)"),
+                    &format!("(c => c && /{pattern}/.test(c.textContent))(document.getElementById('counters'))"),
                 )
                 .await;
         }

@@ -179,6 +179,12 @@ impl Hub {
                 arrived: None,
             });
         }
+        if let Some(text) = self.page.get().and_then(|page| page.stage_message()) {
+            client.push(Outgoing {
+                text,
+                arrived: None,
+            });
+        }
         self.clients
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -372,11 +372,13 @@ fn step_paradigm(
     let out = closed_loop.step_paradigm(newest, now, page_connected);
     if let Some(stage) = out.stage {
         tracing::info!("paradigm: {stage:?}");
-        hub.broadcast(
-            &ServerMessage::Paradigm(protocol::ParadigmStatus { stage }),
-            None,
-            None,
-        );
+        let text: Arc<str> = ServerMessage::Paradigm(protocol::ParadigmStatus { stage })
+            .to_json()
+            .into();
+        if let Some(page) = hub.page.get() {
+            page.set_stage_message(text.clone());
+        }
+        hub.broadcast_text(text, None, None);
     }
     for planned in out.planned {
         hub.broadcast(&ServerMessage::Cue(planned), None, None);
