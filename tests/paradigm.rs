@@ -345,7 +345,7 @@ fn a_virtual_subject_calibrates_trains_and_goes_online_through_the_paradigm_page
             ("the paradigm stage", "paradigm\\s*calibration"),
             (
                 "the current cue",
-                "cue\\s*calibration \\d+/40: (left|right)",
+                "cue\\s*calibration \\d+\\/40: (left|right)",
             ),
             (
                 "the calibration count",
