@@ -348,6 +348,8 @@ pub struct ClosedLoop {
     stop_when_done: bool,
     /// Calibrations restarted (failed training, recalibration): the paradigm follows.
     calibration_round: u64,
+    /// A calibration trial was counted since the last [`ClosedLoop::step`].
+    counts_changed: bool,
 }
 
 impl ClosedLoop {
@@ -412,6 +414,7 @@ impl ClosedLoop {
             page,
             stop_when_done: false,
             calibration_round: 0,
+            counts_changed: false,
             info: info.clone(),
             model_out,
             phase,
@@ -510,6 +513,7 @@ impl ClosedLoop {
                 Phase::Calibrating(buffer) => {
                     buffer.events.push(event.clone());
                     self.counts[class] += 1;
+                    self.counts_changed = true;
                     self.last_cue_complete = decided_at;
                 }
                 Phase::Online | Phase::Training(_) => self.pending.push_back((decided_at, class)),
@@ -594,7 +598,9 @@ impl ClosedLoop {
                 let ready = self.counts.iter().all(|&c| c >= needed)
                     && now + half_sample >= self.last_cue_complete;
                 if !ready {
-                    return Ok(None);
+                    // The running count is news for the page and the dashboard.
+                    let counted = std::mem::take(&mut self.counts_changed);
+                    return Ok(counted.then(|| self.state()));
                 }
                 let Phase::Calibrating(buffer) = std::mem::replace(&mut self.phase, Phase::Online)
                 else {

@@ -360,6 +360,8 @@ fn a_virtual_subject_calibrates_trains_and_goes_online_through_the_paradigm_page
                 .await;
         }
         dashboard.navigate("about:blank").await;
+        // A background tab gets no animation frames: the paradigm page goes back in front.
+        page.call("Page.bringToFront", serde_json::json!({})).await;
         page.wait_for_within(
             "a drawn cue arrow",
             "!document.getElementById('arrow').hidden",
