@@ -24,6 +24,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -33,10 +34,13 @@ use crate::error::{Error, Result};
 use crate::evaluate;
 use crate::io::{RecordedStream, Recording, StreamData};
 use crate::model::Model;
+use crate::paradigm::{CueFollower, PageLink, Paradigm, StepOutput};
 use crate::source::SourceItem;
 use crate::stream::{Event, StreamInfo};
 
-pub use crate::config::paradigm::{ParadigmConfig, MAX_CALIBRATION_TRIALS, MIN_CALIBRATION_TRIALS};
+pub use crate::config::paradigm::{
+    CueSource, ParadigmConfig, MAX_CALIBRATION_TRIALS, MIN_CALIBRATION_TRIALS,
+};
 
 /// What the closed loop tells the session's clients and log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,6 +163,14 @@ pub struct ClosedLoop {
     score: Option<(f64, Option<f64>, Option<String>)>,
     /// Set when a model was loaded, until [`ClosedLoop::take_model_loaded`].
     model_loaded: bool,
+    /// The trial schedule, with page cues.
+    page: Option<Paradigm>,
+    /// End the session once the page paradigm's online run is over (`neurostream session`).
+    stop_when_done: bool,
+    /// Calibrations restarted (failed training, recalibration): the paradigm follows.
+    calibration_round: u64,
+    /// A calibration trial was counted since the last [`ClosedLoop::step`].
+    counts_changed: bool,
 }
 
 impl ClosedLoop {
@@ -176,6 +188,42 @@ impl ClosedLoop {
         }
         config.paradigm.validate()?;
         config.training.validate()?;
+        // The decision window is the epoch `train` cuts: its newest sample is one sample
+        // period before offset + window.
+        let cue_to_decision = config.training.epoch_offset.max(0.0)
+            + config.features.window_seconds
+            - 1.0 / info.nominal_rate;
+        let page = match config.paradigm.cues {
+            CueSource::Stream => None,
+            CueSource::Page => {
+                let p = &config.paradigm;
+                let marker = p.cue_seconds + p.imagery_seconds;
+                if cue_to_decision > marker + 1e-9 {
+                    return Err(Error::config(
+                        "pipeline",
+                        format!(
+                            "paradigm.cue_seconds + paradigm.imagery_seconds = {marker} s is \
+                             shorter than the decision window (training.epoch_offset + \
+                             features.window_seconds = {cue_to_decision} s): a trial would be \
+                             decided after its imagery ended; lengthen the imagery period"
+                        ),
+                    ));
+                }
+                if config.training.classes.len() < 2 {
+                    return Err(Error::config(
+                        "pipeline",
+                        "paradigm.cues = \"page\" needs at least two [training] classes to cue",
+                    ));
+                }
+                let paradigm = Paradigm::new(p, &config.training.classes, PageLink::new());
+                let lsl_source = matches!(config.source, crate::pipeline::SourceConfig::Lsl(_));
+                if p.lsl_markers.unwrap_or(lsl_source) {
+                    Some(with_cue_outlet(paradigm, info, lsl_source)?)
+                } else {
+                    Some(paradigm)
+                }
+            }
+        };
         let phase = if has_model {
             Phase::Online
         } else {
@@ -185,11 +233,12 @@ impl ClosedLoop {
             ))
         };
         Ok(Some(ClosedLoop {
-            // The decision window is the epoch `train` cuts: its newest sample is one sample
-            // period before offset + window.
-            cue_to_decision: config.training.epoch_offset + config.features.window_seconds
-                - 1.0 / info.nominal_rate,
+            cue_to_decision,
             config: config.clone(),
+            page,
+            stop_when_done: false,
+            calibration_round: 0,
+            counts_changed: false,
             info: info.clone(),
             model_out,
             phase,
@@ -241,6 +290,7 @@ impl ClosedLoop {
 
     /// Start a new calibration (keeps the loaded model running until the new one is ready).
     pub fn recalibrate(&mut self) {
+        self.calibration_round += 1;
         self.counts.iter_mut().for_each(|c| *c = 0);
         self.last_cue_complete = f64::NEG_INFINITY;
         self.phase = Phase::Calibrating(CalibrationBuffer::new(
@@ -265,40 +315,94 @@ impl ClosedLoop {
                     buffer.push(chunk);
                 }
             }
-            SourceItem::Events(events) => {
-                for event in events {
-                    let Some(class) = self.class_of(event) else {
-                        continue;
-                    };
-                    let decided_at = event.onset + self.cue_to_decision;
-                    match &mut self.phase {
-                        Phase::Calibrating(buffer) => {
-                            buffer.events.push(event.clone());
-                            self.counts[class] += 1;
-                            self.last_cue_complete = decided_at;
-                        }
-                        Phase::Online | Phase::Training(_) => {
-                            self.pending.push_back((decided_at, class))
-                        }
-                    }
-                }
-                // Non-class markers ride along so the calibration recording keeps them.
-                if let Phase::Calibrating(buffer) = &mut self.phase {
-                    buffer.events.extend(
-                        events
-                            .iter()
-                            .filter(|e| {
-                                self.config
-                                    .training
-                                    .classes
-                                    .iter()
-                                    .all(|c| c.event != e.label)
-                            })
-                            .cloned(),
-                    );
-                }
-            }
+            // With page cues, the stream's own markers are recorded but are not trials.
+            SourceItem::Events(events) if self.page.is_none() => self.cues(events),
+            SourceItem::Events(_) => {}
             SourceItem::Status(_) => {}
+        }
+    }
+
+    /// Cue markers the paradigm injected at their onset (page cues).
+    pub fn observe_cues(&mut self, events: &[Event]) {
+        self.cues(events);
+    }
+
+    fn cues(&mut self, events: &[Event]) {
+        for event in events {
+            let Some(class) = self.class_of(event) else {
+                continue;
+            };
+            let decided_at = event.onset + self.cue_to_decision;
+            match &mut self.phase {
+                Phase::Calibrating(buffer) => {
+                    buffer.events.push(event.clone());
+                    self.counts[class] += 1;
+                    self.counts_changed = true;
+                    self.last_cue_complete = decided_at;
+                }
+                Phase::Online | Phase::Training(_) => self.pending.push_back((decided_at, class)),
+            }
+        }
+        // Non-class markers ride along so the calibration recording keeps them.
+        if let Phase::Calibrating(buffer) = &mut self.phase {
+            buffer.events.extend(
+                events
+                    .iter()
+                    .filter(|e| {
+                        self.config
+                            .training
+                            .classes
+                            .iter()
+                            .all(|c| c.event != e.label)
+                    })
+                    .cloned(),
+            );
+        }
+    }
+
+    /// The page paradigm, with `[paradigm] cues = "page"`.
+    pub fn paradigm(&self) -> Option<&Paradigm> {
+        self.page.as_ref()
+    }
+
+    /// What the page paradigm shares with the server (clock, planned onsets, timing).
+    pub fn page_link(&self) -> Option<Arc<PageLink>> {
+        self.page.as_ref().map(|p| p.link().clone())
+    }
+
+    /// With page cues: end the session (the service stops) once every online trial has been
+    /// shown and decided, instead of staying in free mode.
+    pub fn set_stop_when_done(&mut self, stop: bool) {
+        self.stop_when_done = stop;
+    }
+
+    /// Whether the session should end now (see [`ClosedLoop::set_stop_when_done`]): `newest`
+    /// is the newest sample's timestamp.
+    pub fn paradigm_complete(&self, newest: f64) -> bool {
+        self.stop_when_done
+            && self.pending.is_empty()
+            && self.page.as_ref().is_some_and(|p| p.finished(newest))
+    }
+
+    /// Let a virtual subject follow the page paradigm's cues.
+    pub fn set_follower(&mut self, follower: Arc<CueFollower>) {
+        if let Some(page) = self.page.as_mut() {
+            page.set_follower(follower);
+        }
+    }
+
+    /// Advance the page paradigm (see [`Paradigm::step`]); nothing without page cues.
+    pub fn step_paradigm(
+        &mut self,
+        newest: Option<f64>,
+        now: Option<f64>,
+        page_connected: bool,
+    ) -> StepOutput {
+        let online = matches!(self.phase, Phase::Online);
+        let round = self.calibration_round;
+        match self.page.as_mut() {
+            Some(page) => page.step(newest, now, round, online, page_connected),
+            None => StepOutput::default(),
         }
     }
 
@@ -318,7 +422,9 @@ impl ClosedLoop {
                 let ready = self.counts.iter().all(|&c| c >= needed)
                     && now + half_sample >= self.last_cue_complete;
                 if !ready {
-                    return Ok(None);
+                    // The running count is news for the page and the dashboard.
+                    let counted = std::mem::take(&mut self.counts_changed);
+                    return Ok(counted.then(|| self.state()));
                 }
                 let Phase::Calibrating(buffer) = std::mem::replace(&mut self.phase, Phase::Online)
                 else {
@@ -412,6 +518,25 @@ impl ClosedLoop {
     }
 }
 
+/// `paradigm` publishing its cues on the LSL stream `neurostream-cues`.
+#[cfg(feature = "lsl")]
+fn with_cue_outlet(mut paradigm: Paradigm, info: &StreamInfo, lsl_clock: bool) -> Result<Paradigm> {
+    paradigm.set_outlet(crate::paradigm::CueOutlet::start(
+        "neurostream-cues",
+        &format!("{}-cues", info.source_id),
+        lsl_clock,
+    )?);
+    Ok(paradigm)
+}
+
+#[cfg(not(feature = "lsl"))]
+fn with_cue_outlet(_: Paradigm, _: &StreamInfo, _: bool) -> Result<Paradigm> {
+    Err(Error::config(
+        "pipeline",
+        "paradigm.lsl_markers = true, but this build has no LSL (build with --features lsl)",
+    ))
+}
+
 fn argmax(values: &[f64]) -> usize {
     values
         .iter()
@@ -466,6 +591,62 @@ mod tests {
         // Three classes: chance is a third.
         assert!(chance_warning(0.5, 300, 3).is_none());
         assert!(chance_warning(0.4, 30, 3).is_some());
+    }
+
+    #[test]
+    fn page_cues_must_last_until_the_trial_is_decided() {
+        let mut config = crate::pipeline::PipelineConfig::from_toml(
+            "[decoder]\nkind = \"lda\"\n[features]\nwindow_seconds = 3.0\n\
+             [training]\nclasses = [{ event = \"T1\", name = \"left\" }, \
+             { event = \"T2\", name = \"right\" }]\nepoch_offset = 0.5\n\
+             [paradigm]\ncues = \"page\"\ncue_seconds = 1.0\nimagery_seconds = 2.0\n",
+            "test",
+        )
+        .unwrap();
+        use crate::source::Source;
+        let info = crate::source::simulator::SimulatorConfig::default()
+            .build()
+            .unwrap()
+            .stream_info()
+            .clone();
+        let error = ClosedLoop::new(&config, &info, false, None)
+            .err()
+            .expect("a 3 s marker cannot hold a 3.5 s decision")
+            .to_string();
+        assert!(
+            error.contains("paradigm.cue_seconds + paradigm.imagery_seconds = 3"),
+            "{error}"
+        );
+        config.paradigm.imagery_seconds = 2.5;
+        let closed_loop = ClosedLoop::new(&config, &info, false, None)
+            .unwrap()
+            .unwrap();
+        assert!(closed_loop.paradigm().is_some());
+        assert!(closed_loop.page_link().is_some());
+    }
+
+    #[test]
+    fn paradigm_timings_are_checked() {
+        let p = ParadigmConfig {
+            break_max_seconds: 0.5,
+            ..ParadigmConfig::default()
+        };
+        let e = p.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("paradigm.break_max_seconds = 0.5 is below"),
+            "{e}"
+        );
+        let p = ParadigmConfig {
+            cue_seconds: f64::NAN,
+            ..ParadigmConfig::default()
+        };
+        let e = p.validate().unwrap_err().to_string();
+        assert!(e.contains("paradigm.cue_seconds = NaN"), "{e}");
+        let p = ParadigmConfig {
+            announce_seconds: 0.1,
+            ..ParadigmConfig::default()
+        };
+        assert!(p.validate().is_err());
     }
 
     #[test]

@@ -43,6 +43,8 @@
 //! - [`control`]: class probabilities → device commands (confidence threshold, dwell,
 //!   refractory time, a rest class that sends nothing).
 //! - [`output`]: sinks that write per-window features and probabilities as CSV or JSON lines.
+//! - [`paradigm`]: the cue paradigm the service runs on the stream's clock for the
+//!   `/paradigm` page (`[paradigm] cues = "page"`), and the virtual subject's cue handle.
 //! - [`record`]: recording a live session to XDF (raw signal, markers, decoded commands,
 //!   feedback) on a thread that never blocks the DSP thread, and recomputing a recorded
 //!   session's commands exactly.
@@ -70,6 +72,7 @@ pub mod linalg;
 pub mod loopback;
 pub mod model;
 pub mod output;
+pub mod paradigm;
 pub mod pipeline;
 pub mod preprocess;
 #[cfg(feature = "lsl")]

@@ -9,6 +9,7 @@ pub mod info;
 pub mod listen;
 pub mod replay;
 pub mod run;
+pub mod session;
 pub mod simulate;
 pub mod train;
 pub mod tune;
@@ -285,6 +286,10 @@ where
         tracing::info!(
             "serving ws://{}/ws (metrics: http://{}/metrics); Ctrl-C to stop",
             service.local_addr(),
+            service.local_addr()
+        );
+        tracing::info!(
+            "dashboard: http://{0}/  paradigm page: http://{0}/paradigm",
             service.local_addr()
         );
         let shutdown = service.shutdown();

@@ -164,6 +164,8 @@ pub struct Hub {
     feedback: SyncSender<FeedbackRequest>,
     /// The latest closed-loop `session` message, sent to new clients after `hello`.
     session_state: Mutex<Option<Arc<str>>>,
+    /// The stream clock and the page paradigm's planned cues (set once by the runtime).
+    pub page: std::sync::OnceLock<Arc<crate::paradigm::PageLink>>,
 }
 
 impl Hub {
@@ -178,6 +180,7 @@ impl Hub {
             clients: Mutex::new(Vec::new()),
             feedback,
             session_state: Mutex::new(None),
+            page: std::sync::OnceLock::new(),
         }
     }
 
@@ -227,6 +230,12 @@ impl Hub {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         if let Some(text) = session {
+            client.push(Outgoing {
+                text,
+                arrived: None,
+            });
+        }
+        if let Some(text) = self.page.get().and_then(|page| page.stage_message()) {
             client.push(Outgoing {
                 text,
                 arrived: None,

@@ -26,6 +26,30 @@ pub enum ServerMessage {
     /// Where the closed loop is: calibrating (trials so far), training, online (CV score,
     /// online hit rate, the last trial).
     Session(crate::closed_loop::LoopState),
+    /// A planned paradigm trial (page cues), announced before its fixation starts; times
+    /// on the stream's clock.
+    Cue(crate::paradigm::PlannedCue),
+    /// The paradigm's stage changed.
+    Paradigm(ParadigmStatus),
+    /// Answer to the client's `clock_sync`: the stream time when the service handled it.
+    ClockSync(ClockSyncReply),
+    /// A page reported a cue's paint: its marker → paint offset and the running p50/p99.
+    CueTiming(crate::paradigm::PaintReport),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParadigmStatus {
+    pub stage: crate::paradigm::Stage,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClockSyncReply {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<serde_json::Value>,
+    /// The client's clock when it sent the request, echoed.
+    pub client_time: f64,
+    /// Stream-clock seconds (newest sample's timestamp + time since its chunk arrived).
+    pub stream_time: f64,
 }
 
 /// First message on every connection.
@@ -234,10 +258,30 @@ pub enum ClientMessage {
     },
     /// Put the decoder back to the model the session started with (feedback right needed).
     Rollback {},
+    /// Ask for the stream clock; `client_time` (any unit, e.g. `performance.now()` ms) is
+    /// echoed so the client can measure the round trip.
+    ClockSync {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        client_time: f64,
+    },
+    /// The page drew cue `trial` in the animation frame at stream time `paint_time` (s).
+    CuePainted {
+        trial: u64,
+        paint_time: f64,
+    },
 }
 
 /// Known client message types, for telling `unknown_type` from `bad_request`.
-pub const CLIENT_TYPES: &[&str] = &["feedback", "subscribe", "unsubscribe", "ping", "rollback"];
+pub const CLIENT_TYPES: &[&str] = &[
+    "feedback",
+    "subscribe",
+    "unsubscribe",
+    "ping",
+    "rollback",
+    "clock_sync",
+    "cue_painted",
+];
 
 /// Characters of client input quoted back in an error, at most: a reply never grows with
 /// what a client sends.

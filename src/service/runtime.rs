@@ -13,6 +13,7 @@
 //!   waited for; see [`crate::record`]).
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Instant;
@@ -131,6 +132,11 @@ impl Service {
         describe(&engine, &mut hello);
         let (feedback_tx, feedback_rx) = mpsc::sync_channel(FEEDBACK_CHANNEL);
         let hub = Arc::new(Hub::new(config, hello, feedback_tx));
+        let page = closed_loop
+            .as_ref()
+            .and_then(ClosedLoop::page_link)
+            .unwrap_or_default();
+        let _ = hub.page.set(page);
 
         let (items_tx, items_rx) =
             mpsc::sync_channel::<(Result<SourceItem>, Instant)>(SOURCE_CHANNEL);
@@ -275,6 +281,7 @@ fn dsp_loop(
                     break;
                 }
                 // A model may finish training while the stream is quiet.
+                step_paradigm(hub, &mut engine, closed_loop.as_mut(), &mut sink)?;
                 step_closed_loop(hub, &mut engine, closed_loop.as_mut(), &mut sink)?;
                 apply_feedback(&mut engine, &feedback, &mut sink)?;
                 continue;
@@ -288,12 +295,36 @@ fn dsp_loop(
         sink.want_features = hub.any_subscribed(Topic::Features);
         sink.want_signal = hub.any_subscribed(Topic::Signal);
         let item = item?;
+        if let (SourceItem::Chunk(chunk), Some(page)) = (&item, hub.page.get()) {
+            if let Some(newest) = chunk.last_timestamp() {
+                page.clock.update(newest, arrived);
+            }
+        }
         if let Some(closed_loop) = closed_loop.as_mut() {
             closed_loop.observe(&item);
         }
         engine.on_item(item, &mut sink)?;
+        // Cues reached by this chunk go in before the loop checks its trials.
+        step_paradigm(hub, &mut engine, closed_loop.as_mut(), &mut sink)?;
         step_closed_loop(hub, &mut engine, closed_loop.as_mut(), &mut sink)?;
         apply_feedback(&mut engine, &feedback, &mut sink)?;
+        if closed_loop
+            .as_ref()
+            .is_some_and(|c| c.paradigm_complete(engine.now()))
+        {
+            tracing::info!("every cued trial has been run and decided: ending the session");
+            break;
+        }
+    }
+    if let Some(timing) = hub.page.get().and_then(|page| page.timing()) {
+        tracing::info!(
+            "cue timing, marker → page paint (requestAnimationFrame time; display latency \
+             not included): n = {}, p50 {:+.1} ms, p99 {:+.1} ms, max |offset| {:.1} ms",
+            timing.count,
+            timing.p50_ms,
+            timing.p99_ms,
+            timing.max_abs_ms
+        );
     }
     let totals = engine.summary();
     Ok(DspSummary {
@@ -319,6 +350,42 @@ fn step_closed_loop(
             let model_loaded = closed_loop.take_model_loaded();
             announce(hub, engine, &state, model_loaded);
         }
+    }
+    Ok(())
+}
+
+/// Run the page paradigm: announce newly planned trials and stage changes, and inject the
+/// cue markers the stream has reached into the closed loop and the engine (which records
+/// them), right after the chunk that reached them, where a replay delivers them too.
+fn step_paradigm(
+    hub: &Hub,
+    engine: &mut Engine,
+    closed_loop: Option<&mut ClosedLoop>,
+    sink: &mut ServiceSink<'_>,
+) -> Result<()> {
+    let Some(closed_loop) = closed_loop.filter(|c| c.paradigm().is_some()) else {
+        return Ok(());
+    };
+    let newest = (engine.summary().samples > 0).then(|| engine.now());
+    let now = hub.page.get().and_then(|page| page.clock.now());
+    let page_connected = hub.metrics.clients.load(Ordering::Relaxed) > 0;
+    let out = closed_loop.step_paradigm(newest, now, page_connected);
+    if let Some(stage) = out.stage {
+        tracing::info!("paradigm: {stage:?}");
+        let text: Arc<str> = ServerMessage::Paradigm(protocol::ParadigmStatus { stage })
+            .to_json()
+            .into();
+        if let Some(page) = hub.page.get() {
+            page.set_stage_message(text.clone());
+        }
+        hub.broadcast_text(text, None, None);
+    }
+    for planned in out.planned {
+        hub.broadcast(&ServerMessage::Cue(planned), None, None);
+    }
+    if !out.due.is_empty() {
+        closed_loop.observe_cues(&out.due);
+        engine.on_item(SourceItem::Events(out.due), sink)?;
     }
     Ok(())
 }

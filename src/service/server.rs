@@ -68,6 +68,18 @@ pub fn router(hub: Arc<Hub>) -> Router {
             "/dashboard.css",
             get(|| async { asset(DASHBOARD_CSS, "text/css; charset=utf-8") }),
         )
+        .route(
+            "/paradigm",
+            get(|| async { asset(PARADIGM_HTML, "text/html; charset=utf-8") }),
+        )
+        .route(
+            "/paradigm.js",
+            get(|| async { asset(PARADIGM_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/paradigm.css",
+            get(|| async { asset(PARADIGM_CSS, "text/css; charset=utf-8") }),
+        )
         .route("/ws", get(ws_handler))
         .route("/metrics", get(metrics_handler))
         .route("/health", get(health_handler))
@@ -324,6 +336,9 @@ async fn check_host(State(hub): State<Arc<Hub>>, request: Request, next: Next) -
 const DASHBOARD_HTML: &str = include_str!("../../web/index.html");
 const DASHBOARD_JS: &str = include_str!("../../web/dashboard.js");
 const DASHBOARD_CSS: &str = include_str!("../../web/dashboard.css");
+const PARADIGM_HTML: &str = include_str!("../../web/paradigm.html");
+const PARADIGM_JS: &str = include_str!("../../web/paradigm.js");
+const PARADIGM_CSS: &str = include_str!("../../web/paradigm.css");
 
 /// The page holds no data and no secret, so it is served without the token; the data comes
 /// over `/ws`, which checks it. The policy keeps the page to its own files and its own
@@ -764,6 +779,31 @@ fn handle_text(
     match message {
         ClientMessage::Ping { id } => {
             reply(hub, client, ServerMessage::Pong(protocol::Pong { id }))
+        }
+        ClientMessage::ClockSync { id, client_time } => {
+            let message = match hub.page.get().and_then(|page| page.clock.now()) {
+                Some(stream_time) => ServerMessage::ClockSync(protocol::ClockSyncReply {
+                    id,
+                    client_time,
+                    stream_time,
+                }),
+                None => ServerMessage::error(
+                    ErrorCode::Busy,
+                    "no sample has arrived yet, so there is no stream time; retry",
+                ),
+            };
+            reply(hub, client, message)
+        }
+        ClientMessage::CuePainted { trial, paint_time } => {
+            match hub.page.get().map(|page| page.painted(trial, paint_time)) {
+                Some(Ok(report)) => hub.broadcast(&ServerMessage::CueTiming(report), None, None),
+                Some(Err(e)) => reply(hub, client, ServerMessage::error(ErrorCode::BadRequest, e)),
+                None => reply(
+                    hub,
+                    client,
+                    ServerMessage::error(ErrorCode::BadRequest, "this service runs no paradigm"),
+                ),
+            }
         }
         ClientMessage::Subscribe { topics } => {
             topics.iter().for_each(|t| client.subscribe(*t));
