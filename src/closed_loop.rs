@@ -633,7 +633,7 @@ mod tests {
         };
         let e = p.validate().unwrap_err().to_string();
         assert!(
-            e.contains("paradigm.break_max_seconds = 0.5 is below"),
+            e.contains("paradigm.break_max_seconds = 0.5") && e.contains("break_min_seconds"),
             "{e}"
         );
         let p = ParadigmConfig {
