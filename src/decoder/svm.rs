@@ -361,7 +361,7 @@ impl Svm {
             }
             Kernel::Rbf => {
                 let n = self.n_support;
-                if !(self.gamma > 0.0) {
+                if self.gamma <= 0.0 {
                     return Err(format!(
                         "gamma is {}, expected > 0 for the RBF kernel",
                         self.gamma
