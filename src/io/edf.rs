@@ -342,7 +342,7 @@ fn parse_header(bytes: &[u8], ctx: &Ctx, warnings: &mut Vec<String>) -> Result<H
         check_rate(rate).map_err(|e| {
             ctx.err(format!(
                 "signal {s} ({:?}): {} samples per record over a duration of a data record of \
-                 {record_duration} s (header bytes 244..252) is a rate of {e}",
+                 {record_duration} s (header bytes 244..252) gives a rate of {e}",
                 sig.label, sig.samples_per_record
             ))
         })?;

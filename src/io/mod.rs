@@ -119,7 +119,7 @@ pub(crate) fn check_rate(rate: f64) -> std::result::Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{rate} Hz is outside the allowed range [{MIN_RATE_HZ}, {MAX_RATE_HZ}] Hz"
+            "{rate} Hz, outside the allowed range [{MIN_RATE_HZ}, {MAX_RATE_HZ}] Hz"
         ))
     }
 }
