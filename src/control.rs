@@ -12,6 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::validate::Problems;
 
 /// One class → command mapping.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,35 +70,49 @@ impl Default for ControlConfig {
 pub const MAX_DWELL: usize = 100;
 
 impl ControlConfig {
+    /// Every range of `[control]` into `problems`; with the decoder's `classes`, also that
+    /// every mapping names one of them.
+    pub fn check(&self, classes: Option<&[String]>, problems: &mut Problems) {
+        problems.closed("control.threshold", self.threshold, 0.0, 1.0, "0 to 1");
+        problems.require(
+            (1..=MAX_DWELL).contains(&self.dwell),
+            "control.dwell",
+            self.dwell,
+            format!("1..={MAX_DWELL} windows"),
+        );
+        problems.closed(
+            "control.refractory_seconds",
+            self.refractory_seconds,
+            0.0,
+            60.0,
+            "0 to 60 seconds",
+        );
+        if let Some(classes) = classes {
+            for (i, mapping) in self.commands.iter().enumerate() {
+                problems.require(
+                    classes.contains(&mapping.class),
+                    format!("control.commands[{i}].class"),
+                    format!("{:?}", mapping.class),
+                    format!("a class of the decoder: {}", classes.join(", ")),
+                );
+            }
+        }
+    }
+
     /// Build for a decoder's classes: every mapping must name one of them.
     pub fn build(&self, classes: &[String]) -> Result<Controller> {
-        let bad = |detail: String| Err(Error::config("pipeline", detail));
-        if !(self.threshold.is_finite() && (0.0..=1.0).contains(&self.threshold)) {
-            return bad(format!(
-                "control.threshold = {} is out of range; allowed: 0 to 1",
-                self.threshold
-            ));
-        }
-        if !(1..=MAX_DWELL).contains(&self.dwell) {
-            return bad(format!(
-                "control.dwell = {} is out of range; allowed: 1..={MAX_DWELL} windows",
-                self.dwell
-            ));
-        }
-        if !(self.refractory_seconds.is_finite() && (0.0..=60.0).contains(&self.refractory_seconds))
-        {
-            return bad(format!(
-                "control.refractory_seconds = {} is out of range; allowed: 0 to 60",
-                self.refractory_seconds
-            ));
-        }
+        let mut problems = Problems::new();
+        self.check(Some(classes), &mut problems);
+        problems.into_result("pipeline")?;
         let mut commands: Vec<Option<String>> = classes.iter().map(|c| Some(c.clone())).collect();
         for (i, mapping) in self.commands.iter().enumerate() {
             let Some(k) = classes.iter().position(|c| *c == mapping.class) else {
-                return bad(format!(
-                    "control.commands[{i}].class = {:?} is not a class of the decoder; allowed: {}",
-                    mapping.class,
-                    classes.join(", ")
+                return Err(Error::config(
+                    "pipeline",
+                    format!(
+                        "control.commands[{i}].class = {:?} is not a class",
+                        mapping.class
+                    ),
                 ));
             };
             commands[k] = mapping.command.clone();

@@ -3,131 +3,14 @@
 //! window of the pipeline's window length is cut after each cue. The feature stage then sees
 //! exactly what it would see live at the moment the window completes.
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::config::training::{ClassSpec, TrainingConfig};
+use crate::config::PipelineConfig;
 use crate::error::{Error, Result};
 use crate::features::Window;
 use crate::io::Recording;
-use crate::pipeline::PipelineConfig;
 use crate::source::replay::Replay;
 use crate::source::{Pace, Source, SourceItem};
 use crate::stream::StreamInfo;
-
-/// One class: the event label that cues it and the name decoders report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClassSpec {
-    pub event: String,
-    pub name: String,
-}
-
-/// `[training]`: how calibration epochs are cut and evaluated.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainingConfig {
-    /// Classes in order (class index = position). Default: EEGMMIDB imagery runs R04/R08/R12,
-    /// `T1` = left fist, `T2` = right fist.
-    #[serde(default = "default_classes")]
-    pub classes: Vec<ClassSpec>,
-    /// Seconds from the cue to the start of the epoch window (the window is
-    /// `features.window_seconds` long).
-    #[serde(default)]
-    pub epoch_offset: f64,
-    /// Folds of the stratified cross-validation in `evaluate`.
-    #[serde(default = "default_folds")]
-    pub folds: usize,
-    /// Seed of the fold shuffle (and of anything else random in training).
-    #[serde(default = "default_seed")]
-    pub seed: u64,
-    /// Weight of each new trial when the tangent-space reference re-centres online
-    /// (`evaluate --online`, live sessions); 0 disables re-centring.
-    #[serde(default = "default_recentre_rate")]
-    pub recentre_rate: f64,
-}
-
-fn default_classes() -> Vec<ClassSpec> {
-    vec![
-        ClassSpec {
-            event: "T1".into(),
-            name: "left".into(),
-        },
-        ClassSpec {
-            event: "T2".into(),
-            name: "right".into(),
-        },
-    ]
-}
-
-fn default_folds() -> usize {
-    5
-}
-
-fn default_seed() -> u64 {
-    42
-}
-
-fn default_recentre_rate() -> f64 {
-    0.05
-}
-
-impl Default for TrainingConfig {
-    fn default() -> Self {
-        TrainingConfig {
-            classes: default_classes(),
-            epoch_offset: 0.0,
-            folds: default_folds(),
-            seed: default_seed(),
-            recentre_rate: default_recentre_rate(),
-        }
-    }
-}
-
-impl TrainingConfig {
-    pub fn validate(&self) -> Result<()> {
-        let bad = |detail: String| Err(Error::config("pipeline", detail));
-        if self.classes.len() < 2 {
-            return bad(format!(
-                "training.classes has {} entr{}; allowed: at least 2 classes",
-                self.classes.len(),
-                if self.classes.len() == 1 { "y" } else { "ies" }
-            ));
-        }
-        for (i, class) in self.classes.iter().enumerate() {
-            if self.classes[..i]
-                .iter()
-                .any(|c| c.event == class.event || c.name == class.name)
-            {
-                return bad(format!(
-                    "training.classes[{i}] = {{ event = {:?}, name = {:?} }} repeats an event or name; allowed: distinct events and names",
-                    class.event, class.name
-                ));
-            }
-        }
-        if !(self.epoch_offset.is_finite() && (-10.0..=30.0).contains(&self.epoch_offset)) {
-            return bad(format!(
-                "training.epoch_offset = {} is out of range; allowed: -10 to 30 seconds",
-                self.epoch_offset
-            ));
-        }
-        if !(2..=50).contains(&self.folds) {
-            return bad(format!(
-                "training.folds = {} is out of range; allowed: 2..=50",
-                self.folds
-            ));
-        }
-        if !(self.recentre_rate.is_finite() && (0.0..=1.0).contains(&self.recentre_rate)) {
-            return bad(format!(
-                "training.recentre_rate = {} is out of range; allowed: 0 to 1",
-                self.recentre_rate
-            ));
-        }
-        Ok(())
-    }
-
-    pub fn class_names(&self) -> Vec<String> {
-        self.classes.iter().map(|c| c.name.clone()).collect()
-    }
-}
 
 /// Epochs of one or more recordings: `len() × channels × samples`, each epoch channel-major.
 #[derive(Debug, Clone, PartialEq)]

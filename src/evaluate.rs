@@ -1,6 +1,6 @@
 //! Calibration and honest evaluation: fit a pipeline's feature stage and decoder on epochs,
-//! cross-validate it, test it on held-out runs, and replay a session online with and without
-//! plasticity.
+//! cross-validate it, test it on held-out runs, and run a session online with and without
+//! plasticity through the same [`Engine`] the live service runs.
 //!
 //! Leakage is ruled out by construction: inside each fold a fresh feature stage and decoder
 //! are built from the configuration and fitted on the training epochs only (CSP filters, the
@@ -10,15 +10,18 @@
 use ndarray::Array2;
 use serde::Serialize;
 
+use crate::decoder::calibration::{self, Calibration};
 use crate::decoder::cv::stratified_kfold;
 use crate::decoder::metrics::Report;
 use crate::decoder::{AnyDecoder, Decoder};
+use crate::engine::{self, Engine, EngineSink, RecordedSignal, SessionEvent};
 use crate::epochs::Epochs;
 use crate::error::{Error, Result};
 use crate::features::extractor::AnyExtractor;
 use crate::features::FeatureExtractor;
+use crate::io::{Recording, StreamData};
 use crate::model::{Fingerprint, Model};
-use crate::pipeline::PipelineConfig;
+use crate::pipeline::{PipelineConfig, WindowFeatures};
 
 /// A fitted feature stage and decoder.
 pub struct Trained {
@@ -48,8 +51,66 @@ pub fn feature_matrix(
     x
 }
 
-/// Fit a fresh feature stage and decoder on the epochs at `indices`.
+/// Folds of the inner cross-validation whose held-out outputs calibrate the probabilities.
+pub const CALIBRATION_FOLDS: usize = 5;
+/// Fixed seed of that cross-validation, so a fit is a pure function of its data.
+const CALIBRATION_SEED: u64 = 0xCA11_B4A7;
+
+/// Fit a fresh feature stage and decoder on the epochs at `indices`, with calibrated
+/// probabilities: an inner stratified k-fold over `indices` fits a fresh feature stage and
+/// decoder per inner fold, and the map of [`crate::decoder::calibration`] is fitted to their
+/// pooled held-out probabilities. So calibration sees no example its model was fitted on and
+/// nothing outside `indices`. With fewer than 2 trials in some class no inner split exists and
+/// the probabilities stay raw.
 pub fn fit(config: &PipelineConfig, epochs: &Epochs, indices: &[usize]) -> Result<Trained> {
+    let mut trained = fit_uncalibrated(config, epochs, indices)?;
+    let calibration = out_of_fold_calibration(config, epochs, indices)?;
+    calibration::set(&mut trained.decoder, calibration);
+    Ok(trained)
+}
+
+fn out_of_fold_calibration(
+    config: &PipelineConfig,
+    epochs: &Epochs,
+    indices: &[usize],
+) -> Result<Option<Calibration>> {
+    let labels: Vec<usize> = indices.iter().map(|&i| epochs.labels[i]).collect();
+    let classes = config.training.classes.len();
+    let mut counts = vec![0usize; classes.max(1)];
+    for &l in &labels {
+        if let Some(c) = counts.get_mut(l) {
+            *c += 1;
+        }
+    }
+    let k = CALIBRATION_FOLDS.min(counts.iter().copied().min().unwrap_or(0));
+    if k < 2 {
+        return Ok(None);
+    }
+    let mut held_out = Array2::<f64>::zeros((indices.len(), classes));
+    for fold in stratified_kfold(&labels, k, CALIBRATION_SEED)? {
+        let train: Vec<usize> = fold.train.iter().map(|&r| indices[r]).collect();
+        let test: Vec<usize> = fold.test.iter().map(|&r| indices[r]).collect();
+        let mut inner = fit_uncalibrated(config, epochs, &train).map_err(|e| {
+            Error::Other(format!(
+                "probability calibration: an inner fold ({} of {} trials) failed to fit: {e}",
+                train.len(),
+                indices.len()
+            ))
+        })?;
+        let p = predict(&mut inner, epochs, &test);
+        for (row, &r) in fold.test.iter().enumerate() {
+            held_out.row_mut(r).assign(&p.row(row));
+        }
+    }
+    Calibration::fit(held_out.view(), &labels).map(Some)
+}
+
+/// [`fit`] without the probability calibration: the decoder's raw probabilities.
+pub fn fit_uncalibrated(
+    config: &PipelineConfig,
+    epochs: &Epochs,
+    indices: &[usize],
+) -> Result<Trained> {
     let decoder_config = config.decoder.as_ref().ok_or_else(|| {
         Error::config(
             "pipeline",
@@ -171,7 +232,7 @@ pub struct OnlineOutcome {
     pub calibration_trials: usize,
     pub online_trials: usize,
     /// The decoder that kept learning (supervised updates after each trial's label is revealed,
-    /// unsupervised normalisation, tangent-space re-centring).
+    /// unsupervised normalisation, tangent-space re-centring), as a live session would.
     pub adaptive: Report,
     /// The same decoder frozen after calibration.
     pub frozen: Report,
@@ -181,66 +242,175 @@ pub struct OnlineOutcome {
     pub final_learning_rate: Option<f64>,
 }
 
-/// Calibrate on `calibration`, then take the `session` trials in time order: each trial is
-/// decided from its window alone (as a live session decides when the window completes), then
-/// its true label is revealed and the adaptive copy learns from it. The frozen copy never
-/// changes.
+/// A trial of an online session: its class and the sample (of its recording) at which its
+/// decision window is complete.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OnlineTrial {
+    pub label: usize,
+    pub decided_after: usize,
+}
+
+/// The cued trials of `recording` for an online run: the decision falls when the window that
+/// starts `training.epoch_offset` after the cue is complete (the window an epoch would cut).
+/// Cues too close to the end for a full window are left out.
+pub fn online_trials(config: &PipelineConfig, recording: &Recording) -> Result<Vec<OnlineTrial>> {
+    let signal = recording
+        .primary_signal()
+        .ok_or_else(|| Error::Stream("the recording holds no signal samples".into()))?;
+    let rate = signal.info.nominal_rate;
+    let (window, _) = config.features.window_and_hop(rate)?;
+    let timestamps = &signal.timestamps;
+    let half_sample = 0.5 / rate;
+    Ok(recording
+        .events()
+        .iter()
+        .filter_map(|event| {
+            let label = config
+                .training
+                .classes
+                .iter()
+                .position(|c| c.event == event.label)?;
+            let start_time = event.onset + config.training.epoch_offset;
+            let start = timestamps.partition_point(|&t| t < start_time - half_sample);
+            let decided_after = start + window;
+            (decided_after <= timestamps.len()).then_some(OnlineTrial {
+                label,
+                decided_after,
+            })
+        })
+        .collect())
+}
+
+/// Captures, at each feedback step, the probabilities of the latest window (the trial's
+/// decision: the update that follows cannot have changed them).
+struct TrialScorer {
+    latest: Option<Vec<f64>>,
+    decided: Vec<Option<Vec<f64>>>,
+}
+
+impl EngineSink for TrialScorer {
+    fn window(&mut self, window: WindowFeatures<'_>, _marker: Option<&str>) -> Result<()> {
+        if let Some(p) = window.probabilities {
+            match &mut self.latest {
+                Some(latest) => latest.copy_from_slice(p),
+                None => self.latest = Some(p.to_vec()),
+            }
+        }
+        Ok(())
+    }
+
+    fn session_event(&mut self, _timestamp: f64, event: &SessionEvent) -> Result<()> {
+        if let SessionEvent::Feedback { .. } = event {
+            self.decided.push(self.latest.clone());
+        }
+        Ok(())
+    }
+}
+
+/// Run `session` through one engine as a live session: each recording streamed in chunks of
+/// 16 samples, each trial decided from the latest window when its decision window is
+/// complete, then its label given as feedback. Returns the decided probabilities per trial.
+fn online_run(
+    engine: &mut Engine,
+    config: &PipelineConfig,
+    session: &[&Recording],
+) -> Result<Vec<(usize, Option<Vec<f64>>)>> {
+    let mut outcome = Vec::new();
+    for (i, recording) in session.iter().enumerate() {
+        let signal = recording
+            .primary_signal()
+            .ok_or_else(|| Error::Stream("the recording holds no signal samples".into()))?;
+        let StreamData::Signal { values, .. } = &signal.data else {
+            unreachable!("primary_signal returns signal streams");
+        };
+        if i > 0 {
+            // A new run is a new stream: nothing filtered or windowed carries over.
+            engine.reset();
+        }
+        let trials = online_trials(config, recording)?;
+        let origin = engine.summary().samples;
+        let events: Vec<SessionEvent> = trials
+            .iter()
+            .map(|t| SessionEvent::Feedback {
+                after_samples: origin + t.decided_after as u64,
+                label: t.label,
+                applied: false,
+                seq: None,
+            })
+            .collect();
+        let markers = recording.events();
+        let mut scorer = TrialScorer {
+            latest: None,
+            decided: Vec::with_capacity(trials.len()),
+        };
+        engine::replay(
+            engine,
+            RecordedSignal {
+                info: &signal.info,
+                values,
+                timestamps: &signal.timestamps,
+                markers: &markers,
+            },
+            &events,
+            16,
+            &mut scorer,
+        )?;
+        outcome.extend(trials.iter().map(|t| t.label).zip(scorer.decided));
+    }
+    Ok(outcome)
+}
+
+/// Calibrate on `calibration`, then stream the `session` recordings through the session
+/// [`Engine`] exactly as the live service would, twice: once adapting (unsupervised steps on
+/// every window, each trial's label given as feedback once its decision is taken) and once
+/// frozen after calibration. Trials are scored on the probabilities of the latest window when
+/// their decision window completes.
 pub fn online(
     config: &PipelineConfig,
     calibration: &Epochs,
-    session: &Epochs,
+    session: &[&Recording],
 ) -> Result<OnlineOutcome> {
-    let all: Vec<usize> = (0..calibration.len()).collect();
-    let mut adaptive = fit(config, calibration, &all)?;
-    let mut frozen = Trained {
-        extractor: {
-            let mut e = config.features.build_extractor(
-                &labels_of(calibration),
-                calibration.rate,
-                calibration.samples,
-            )?;
-            e.restore(adaptive.extractor.state())?;
-            e
-        },
-        decoder: adaptive.decoder.clone(),
-    };
+    let model = train(config, calibration, Vec::new())?;
+    let info = session
+        .first()
+        .and_then(|r| r.primary_signal())
+        .map(|s| s.info.clone())
+        .ok_or_else(|| Error::Stream("no online recordings with a signal".into()))?;
+    let mut adaptive = Engine::build(config, &info, Some(model.clone()))?;
+    let mut frozen = Engine::build(config, &info, Some(model))?;
+    frozen.freeze();
+    let adaptive_trials = online_run(&mut adaptive, config, session)?;
+    let frozen_trials = online_run(&mut frozen, config, session)?;
+    // Both engines see the same windows; a trial without a decided window (none complete yet)
+    // is left out of both.
     let classes = config.training.classes.len();
-    let dim = adaptive.extractor.names().len();
-    let mut features = vec![0.0f32; dim];
-    let mut p_adaptive = Array2::<f64>::zeros((session.len(), classes));
-    let mut p_frozen = Array2::<f64>::zeros((session.len(), classes));
-    let mut updates_applied = 0;
-    let recentre = config.training.recentre_rate;
-    for i in 0..session.len() {
-        let window = session.window(i);
-        frozen.extractor.extract(&window, &mut features);
-        frozen.decoder.predict_proba(
-            &features,
-            p_frozen.row_mut(i).into_slice().expect("contiguous"),
-        );
-
-        // Unsupervised adaptation uses only the window itself, available before the decision.
-        if recentre > 0.0 {
-            adaptive.extractor.adapt(&window, recentre);
+    let kept: Vec<usize> = (0..adaptive_trials.len())
+        .filter(|&i| adaptive_trials[i].1.is_some() && frozen_trials[i].1.is_some())
+        .collect();
+    let labels: Vec<usize> = kept.iter().map(|&i| adaptive_trials[i].0).collect();
+    let matrix = |trials: &[(usize, Option<Vec<f64>>)]| {
+        let mut p = Array2::<f64>::zeros((kept.len(), classes));
+        for (row, &i) in kept.iter().enumerate() {
+            let decided = trials[i].1.as_ref().expect("kept trials are decided");
+            for (c, value) in decided.iter().enumerate().take(classes) {
+                p[[row, c]] = *value;
+            }
         }
-        adaptive.extractor.extract(&window, &mut features);
-        adaptive.decoder.observe(&features);
-        adaptive.decoder.predict_proba(
-            &features,
-            p_adaptive.row_mut(i).into_slice().expect("contiguous"),
-        );
-        // The label arrives after the trial: learn from it for the next ones.
-        if adaptive.decoder.update(&features, session.labels[i]) {
-            updates_applied += 1;
-        }
-    }
+        p
+    };
+    let p_adaptive = matrix(&adaptive_trials);
+    let p_frozen = matrix(&frozen_trials);
     let sps = Some(seconds_per_selection(config));
     Ok(OnlineOutcome {
         calibration_trials: calibration.len(),
-        online_trials: session.len(),
-        adaptive: Report::from_probabilities(&session.labels, p_adaptive.view(), sps)?,
-        frozen: Report::from_probabilities(&session.labels, p_frozen.view(), sps)?,
-        updates_applied,
-        final_learning_rate: adaptive.decoder.as_mlp().map(|m| m.learning_rate()),
+        online_trials: kept.len(),
+        adaptive: Report::from_probabilities(&labels, p_adaptive.view(), sps)?,
+        frozen: Report::from_probabilities(&labels, p_frozen.view(), sps)?,
+        updates_applied: adaptive.summary().feedback_applied as usize,
+        final_learning_rate: adaptive
+            .pipeline()
+            .decoder()
+            .and_then(|d| d.as_mlp())
+            .map(|m| m.learning_rate()),
     })
 }

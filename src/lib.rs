@@ -29,8 +29,11 @@
 //!   OAS shrinkage, eigendecomposition, matrix functions, Riemannian mean).
 //! - [`decoder`]: feature vector → class probabilities behind the [`decoder::Decoder`] trait
 //!   (shrinkage LDA, SVM, plastic MLP), plus metrics and stratified cross-validation.
-//! - [`pipeline`]: the TOML pipeline file ([`pipeline::PipelineConfig`]) and the synchronous
-//!   hot path ([`pipeline::Pipeline`]) that chains the stages above, with its driver loop.
+//! - [`config`]: the TOML pipeline file ([`config::PipelineConfig`]), assembled from the
+//!   sections each stage declares, and its one validation pass ([`validate::Problems`]: every
+//!   bad value with file, key, value and range, before any sample).
+//! - [`pipeline`]: the synchronous hot path ([`pipeline::Pipeline`]) that chains the stages
+//!   above.
 //! - [`epochs`]: labelled calibration epochs cut after each cue, through the same
 //!   preprocessing the live pipeline runs.
 //! - [`evaluate`]: fitting, cross-validation, held-out and online (plastic vs frozen)
@@ -40,6 +43,8 @@
 //! - [`control`]: class probabilities → device commands (confidence threshold, dwell,
 //!   refractory time, a rest class that sends nothing).
 //! - [`output`]: sinks that write per-window features and probabilities as CSV or JSON lines.
+//! - [`paradigm`]: the cue paradigm the service runs on the stream's clock for the
+//!   `/paradigm` page (`[paradigm] cues = "page"`), and the virtual subject's cue handle.
 //! - [`record`]: recording a live session to XDF (raw signal, markers, decoded commands,
 //!   feedback) on a thread that never blocks the DSP thread, and recomputing a recorded
 //!   session's commands exactly.
@@ -53,8 +58,11 @@
 //! does not allocate per chunk once warmed up (the tangent-space eigensolver is the one
 //! exception, documented there); async code lives only at the edges.
 
+pub mod closed_loop;
+pub mod config;
 pub mod control;
 pub mod decoder;
+pub mod engine;
 pub mod epochs;
 pub mod error;
 pub mod evaluate;
@@ -64,6 +72,7 @@ pub mod linalg;
 pub mod loopback;
 pub mod model;
 pub mod output;
+pub mod paradigm;
 pub mod pipeline;
 pub mod preprocess;
 #[cfg(feature = "lsl")]
@@ -73,5 +82,6 @@ pub mod service;
 pub mod source;
 pub mod stream;
 pub mod tune;
+pub mod validate;
 
 pub use error::{Error, Result};

@@ -27,6 +27,8 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Serve decoded commands of simulated EEG over WebSocket (no headset, no download).
     Demo(cli::demo::DemoArgs),
+    /// Calibrate a new user with the cue paradigm page, train, go online with feedback.
+    Session(cli::session::SessionArgs),
     /// Connect to a running service and print its commands as JSON lines.
     Listen(cli::listen::ListenArgs),
     /// Calibrate a decoder on labelled recordings and write a model file.
@@ -57,6 +59,7 @@ fn main() -> std::process::ExitCode {
         Command::Simulate(args) => cli::simulate::run(args),
         Command::Run(args) => cli::run::run(args),
         Command::Demo(args) => cli::demo::run(args),
+        Command::Session(args) => cli::session::run(args),
         Command::Fetch(args) => cli::fetch::run(args),
         Command::Listen(args) => cli::listen::run(args),
         Command::Check(args) => cli::check::run(args),

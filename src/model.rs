@@ -7,10 +7,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::PipelineConfig;
 use crate::decoder::AnyDecoder;
 use crate::error::{Error, Result};
 use crate::features::extractor::ExtractorState;
-use crate::pipeline::{FeaturesConfig, PipelineConfig};
+use crate::features::FeaturesConfig;
 use crate::preprocess::PreprocessConfig;
 
 /// Identifies the file type; checked on load.

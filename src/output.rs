@@ -6,30 +6,12 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
+use crate::engine::EngineSink;
 use crate::error::{Error, Result};
-use crate::pipeline::{WindowFeatures, WindowSink};
+use crate::pipeline::WindowFeatures;
 use crate::stream::Event;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum OutputFormat {
-    #[default]
-    Csv,
-    Jsonl,
-}
-
-/// `[output]`: where per-window features go.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OutputConfig {
-    #[serde(default)]
-    pub format: OutputFormat,
-    /// File to write; standard output when absent.
-    #[serde(default)]
-    pub path: Option<PathBuf>,
-}
+pub use crate::config::output::{OutputConfig, OutputFormat};
 
 /// Writes features as CSV or JSON lines to any writer.
 pub struct FeatureWriter {
@@ -199,7 +181,7 @@ fn argmax(values: &[f64]) -> usize {
         .0
 }
 
-impl WindowSink for FeatureWriter {
+impl EngineSink for FeatureWriter {
     fn window(&mut self, features: WindowFeatures<'_>, marker: Option<&str>) -> Result<()> {
         self.write_window(features, marker)
             .map_err(|e| self.io(e))?;

@@ -39,14 +39,13 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
+use crate::engine::{self, CommandCollector, Engine, RecordedSignal};
 use crate::error::{Error, Result};
 use crate::io::xdf::write::{escape, StreamId, XdfWriter};
 use crate::io::xdf::{self, ParseOptions};
 use crate::io::{RecordedStream, Recording, StreamData};
 use crate::model::Model;
-use crate::pipeline::{Pipeline, PipelineConfig, RecentCommands};
+use crate::pipeline::PipelineConfig;
 use crate::stream::{ChannelInfo, Chunk, Event, StreamInfo, ValueFormat, IRREGULAR_RATE};
 
 /// Raw-chunk buffers in circulation between the DSP and recorder threads. At 160 Hz in
@@ -149,48 +148,11 @@ impl Session {
 pub struct RecordConfig {
     pub path: PathBuf,
     pub session: Session,
+    /// Replace an existing file; otherwise starting on one fails.
+    pub overwrite: bool,
 }
 
-/// Something that changed the pipeline's state mid-session, recorded so a replay can do the
-/// same at the same point. `after_samples`: signal samples processed before it happened.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum SessionEvent {
-    /// [`Pipeline::learn`] with this label (`applied`: what it returned).
-    Feedback {
-        after_samples: u64,
-        label: usize,
-        applied: bool,
-        /// The command the feedback was about (its window was learned); absent: the latest
-        /// window.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        seq: Option<u64>,
-    },
-    /// The stream was lost: pipeline and controller state were reset.
-    Reset { after_samples: u64, reason: String },
-}
-
-impl SessionEvent {
-    pub fn after_samples(&self) -> u64 {
-        match self {
-            SessionEvent::Feedback { after_samples, .. }
-            | SessionEvent::Reset { after_samples, .. } => *after_samples,
-        }
-    }
-}
-
-/// A decided command as recorded (the protocol's `command` message without its latency,
-/// which is wall-clock and differs on every run).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CommandRecord {
-    pub seq: u64,
-    pub command: String,
-    pub class: String,
-    pub class_index: usize,
-    pub confidence: f64,
-    pub probabilities: Vec<f64>,
-    pub timestamp: f64,
-}
+pub use crate::engine::{CommandRecord, SessionEvent};
 
 /// Counts of one recording.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -231,12 +193,18 @@ impl Recorder {
         commands: bool,
     ) -> Result<Recorder> {
         let path = config.path.clone();
-        let mut file = File::create(&path).map_err(|e| {
-            Error::Other(format!(
-                "cannot create the recording {}: {e}",
-                path.display()
-            ))
-        })?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(config.overwrite)
+            .truncate(config.overwrite)
+            .create_new(!config.overwrite)
+            .open(&path)
+            .map_err(|e| {
+                Error::Other(format!(
+                    "cannot create the recording {}: {e}",
+                    path.display()
+                ))
+            })?;
         let header = format!(
             "<datetime>{}</datetime>{}",
             utc_now_iso8601(),
@@ -552,10 +520,9 @@ pub fn load(path: &Path) -> Result<SessionRecording> {
 }
 
 /// Recompute a recorded session's commands: its signal through its pipeline, model and
-/// controller in chunks of `chunk_samples`, applying the recorded feedback and resets after
-/// the same sample. The windowing and the filters do not depend on where chunks are cut
-/// (windows are counted in samples, filters run sample by sample), so only the session
-/// events fix cut points.
+/// controller (one [`Engine`], as live) in chunks of `chunk_samples`, with the recorded
+/// feedback, rollbacks, resets and refused chunks at the same samples (see
+/// [`engine::replay`]).
 pub fn replay_commands(
     recorded: &SessionRecording,
     config: &PipelineConfig,
@@ -566,94 +533,25 @@ pub fn replay_commands(
         .recording
         .primary_signal()
         .ok_or_else(|| Error::Stream("the recording holds no signal samples".into()))?;
-    let StreamData::Signal { samples, values } = &signal.data else {
+    let StreamData::Signal { values, .. } = &signal.data else {
         unreachable!("primary_signal returns signal streams");
     };
-    let mut pipeline = Pipeline::build(config, &signal.info, model)?;
-    let mut controller = if pipeline.class_names().is_empty() {
-        None
-    } else {
-        Some(config.control.build(pipeline.class_names())?)
-    };
-    let channels = signal.info.channel_count();
-    let mut commands = Vec::new();
-    let mut recent = RecentCommands::new(pipeline.feature_names().len());
-    let mut events = recorded.events.iter().peekable();
-    let mut chunk = Chunk::empty(channels);
-    let mut position = 0usize;
-    let chunk_samples = chunk_samples.max(1);
-    loop {
-        while let Some(event) = events.next_if(|e| e.after_samples() <= position as u64) {
-            match event {
-                SessionEvent::Feedback {
-                    label, seq: None, ..
-                } => {
-                    pipeline.learn(*label);
-                }
-                SessionEvent::Feedback {
-                    label,
-                    seq: Some(seq),
-                    ..
-                } => {
-                    if let Some(features) = recent.features(*seq) {
-                        pipeline.learn_from(features, *label);
-                    }
-                }
-                SessionEvent::Reset { .. } => {
-                    pipeline.reset();
-                    if let Some(c) = controller.as_mut() {
-                        c.reset();
-                    }
-                }
-            }
-        }
-        if position >= *samples {
-            break;
-        }
-        let cut = events
-            .peek()
-            .map_or(*samples, |e| (e.after_samples() as usize).min(*samples));
-        let end = (position + chunk_samples).min(cut.max(position + 1));
-        let n = end - position;
-        chunk.reset(channels, n);
-        for c in 0..channels {
-            chunk
-                .channel_mut(c)
-                .copy_from_slice(&values[c * samples + position..c * samples + end]);
-        }
-        chunk
-            .timestamps_mut()
-            .copy_from_slice(&signal.timestamps[position..end]);
-        let rejected = pipeline.process(&mut chunk, |window| {
-            let (Some(controller), Some(probabilities)) =
-                (controller.as_mut(), window.probabilities)
-            else {
-                return;
-            };
-            if let Some(decision) = controller.decide(window.end_timestamp, probabilities) {
-                recent.remember(commands.len() as u64 + 1, window.values);
-                commands.push(CommandRecord {
-                    seq: commands.len() as u64 + 1,
-                    command: decision.command.to_owned(),
-                    class: decision.class.to_owned(),
-                    class_index: decision.class_index,
-                    confidence: decision.confidence,
-                    probabilities: probabilities.to_vec(),
-                    timestamp: window.end_timestamp,
-                });
-            }
-        });
-        // As live: a refused chunk (NaN, absurd values) resets the controller too. Exactness
-        // then depends on the replay cutting its chunks where the live session's chunk with
-        // the bad values began and ended; the recorded reset marks only its end.
-        if rejected.is_some() {
-            if let Some(c) = controller.as_mut() {
-                c.reset();
-            }
-        }
-        position = end;
-    }
-    Ok(commands)
+    let markers = recorded.recording.events();
+    let mut engine = Engine::build(config, &signal.info, model)?;
+    let mut sink = CommandCollector::default();
+    engine::replay(
+        &mut engine,
+        RecordedSignal {
+            info: &signal.info,
+            values,
+            timestamps: &signal.timestamps,
+            markers: &markers,
+        },
+        &recorded.events,
+        chunk_samples,
+        &mut sink,
+    )?;
+    Ok(sink.commands)
 }
 
 /// Current UTC time as `YYYY-MM-DDThh:mm:ssZ` (LabRecorder's FileHeader `<datetime>`).

@@ -320,28 +320,44 @@ fn plastic_decoder_learns_online_and_its_version_moves() {
         speed: 0.0,
         ..Default::default()
     };
-    let recording = simulator::record(&sim, 300.0).unwrap();
-    let epochs = epochs::cut(&recording, &config).unwrap();
-    let half = epochs.len() / 2;
-    let calibration = epochs.subset(&(0..half).collect::<Vec<_>>());
-    let session = epochs.subset(&(half..epochs.len()).collect::<Vec<_>>());
-    let outcome = evaluate::online(&config, &calibration, &session).unwrap();
+    // Calibration and the online session are two runs (two recordings), as in a lab.
+    let calibration_run = simulator::record(&sim, 150.0).unwrap();
+    let online_run = simulator::record(
+        &SimulatorConfig {
+            seed: sim.seed + 1,
+            ..sim.clone()
+        },
+        150.0,
+    )
+    .unwrap();
+    let calibration = epochs::cut(&calibration_run, &config).unwrap();
+    let session = epochs::cut(&online_run, &config).unwrap();
+    let outcome = evaluate::online(&config, &calibration, &[&online_run]).unwrap();
     eprintln!(
         "simulated session: adaptive {:.3}, frozen {:.3}, {} updates",
         outcome.adaptive.accuracy, outcome.frozen.accuracy, outcome.updates_applied
     );
+    // Every cue with a full window is a trial, decided by the engine as live.
     assert_eq!(outcome.online_trials, session.len());
-    assert!(outcome.updates_applied > 0);
+    // Every trial's label is fed back; the margin gate skips those already decided confidently.
+    assert!(
+        outcome.updates_applied > 0 && outcome.updates_applied <= session.len(),
+        "{} updates for {} trials",
+        outcome.updates_applied,
+        session.len()
+    );
+    assert!(outcome.frozen.accuracy > 0.7, "{}", outcome.frozen.accuracy);
     assert!(outcome.final_learning_rate.is_some());
 
-    // The net's version moves with each accepted update.
+    // The net's version moves with each accepted update (a label the net gets wrong always
+    // passes the margin gate).
     let all: Vec<usize> = (0..calibration.len()).collect();
     let mut trained = evaluate::fit(&config, &calibration, &all).unwrap();
     let version = trained.decoder.as_mlp().unwrap().version();
     let x = evaluate::feature_matrix(&mut trained.extractor, &session, &[0]);
     assert!(trained
         .decoder
-        .update(x.row(0).as_slice().unwrap(), session.labels[0]));
+        .update(x.row(0).as_slice().unwrap(), 1 - session.labels[0]));
     assert_eq!(trained.decoder.as_mlp().unwrap().version(), version + 1);
 }
 

@@ -55,7 +55,9 @@ fn check_eegmmidb(rec: &Recording) -> (f64, Vec<String>) {
         stds.push(std_dev(x));
     }
     let med = median(stds);
-    assert!((20.0..=100.0).contains(&med), "median channel std {med} uV");
+    // Scalp EEG: tens of µV. Some EEGMMIDB subjects are quiet (one of the shared runs has a
+    // median of 16.6 µV), so the floor is 10 µV; a unit mistake (V or nV) is orders off.
+    assert!((10.0..=100.0).contains(&med), "median channel std {med} uV");
 
     let markers = rec.streams.iter().find(|s| !s.is_signal()).unwrap();
     assert_eq!(markers.info.stream_type, "Markers");

@@ -46,6 +46,8 @@ fn python_example_drives_the_demo_and_ctrl_c_stops_it() {
             "60",
         ])
         .args(["--bind", &format!("127.0.0.1:{port}"), "--token", "s3cret"])
+        // The example confirms commands: feedback must be allowed (the token grants it).
+        .arg("--allow-feedback")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -484,3 +484,202 @@ fn replay_onto_lsl_read_by_pylsl() {
     let span = summary["span"].as_f64().unwrap();
     assert!((span - 479.0 / 160.0).abs() < 1e-3, "span {span}");
 }
+
+/// The shipped `pipelines/live_lsl.toml` as a new user runs it, for four subjects: a pylsl
+/// outlet streams R04 + R08 (calibration; the recording's own T1/T2 markers are the cues),
+/// then R12 (online), at 10× real time with real-time time stamps. `neurostream run` without a
+/// model calibrates on the first two runs, trains, saves and loads the model, says so, and
+/// commands on every cue of R12. The online hit rate is reported next to
+/// `evaluate --holdout R12` of the same pipeline.
+#[test]
+fn live_pipeline_calibrates_on_the_stream_and_commands_on_every_cue() {
+    if common::data_dir().is_none()
+        || !pylsl_available()
+        || !inside_loopback("live_pipeline_calibrates_on_the_stream_and_commands_on_every_cue")
+    {
+        return;
+    }
+    let pipeline_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/live_lsl.toml");
+    let config = PipelineConfig::from_file(&pipeline_file).unwrap();
+    let dir = std::env::temp_dir().join(format!("neurostream-live-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut rows = Vec::new();
+    for subject in ["S001", "S003", "S004", "S007"] {
+        let files = common::imagery_runs(subject).unwrap();
+        let runs: Vec<neurostream::io::Recording> = files
+            .iter()
+            .map(|f| neurostream::io::open(f).unwrap())
+            .collect();
+        let calibration = epochs::cut_all(&runs[..2], &config).unwrap();
+        let per_class = (0..2)
+            .map(|c| calibration.labels.iter().filter(|&&l| l == c).count())
+            .min()
+            .unwrap();
+        let name = unique(&format!("ns-live-{subject}"));
+        let go = dir.join(format!("go-{subject}"));
+        let model_out = dir.join(format!("model-{subject}.json"));
+        let _ = std::fs::remove_file(&go);
+        let _ = std::fs::remove_file(&model_out);
+        let mut peer = Command::new("python3")
+            .arg(peer_script("edf_outlet.py"))
+            .args(&files)
+            .args(["--name", &name, "--source-id", &format!("{name}-id")])
+            .args(["--chunk", "16", "--speed", "10", "--hold-after", "2"])
+            .arg("--wait-for-consumers")
+            .arg("--hold-file")
+            .arg(&go)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut peer_out = BufReader::new(peer.stdout.take().unwrap());
+        let mut line = String::new();
+        peer_out.read_line(&mut line).unwrap();
+        assert!(line.starts_with("ready"), "peer said {line:?}");
+        let mut service = Command::new(env!("CARGO_BIN_EXE_neurostream"))
+            .arg("run")
+            .arg("--pipeline")
+            .arg(&pipeline_file)
+            .args(["--stream-name", &name, "--bind", "127.0.0.1:0"])
+            .args(["--calibration-trials", &per_class.to_string()])
+            .arg("--model-out")
+            .arg(&model_out)
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(service.stderr.take().unwrap());
+        let (address_tx, address_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut address_tx = Some(address_tx);
+            for line in stderr.lines().map_while(|l| l.ok()) {
+                if let Some(rest) = line.split("serving ws://").nth(1) {
+                    let address = rest.split('/').next().unwrap().to_owned();
+                    if let Some(tx) = address_tx.take() {
+                        let _ = tx.send(address);
+                    }
+                }
+                eprintln!("  service: {line}");
+            }
+        });
+        let address = address_rx.recv_timeout(PATIENCE).unwrap();
+        // The peer starts streaming once our inlets are open, and says when.
+        line.clear();
+        peer_out.read_line(&mut line).unwrap();
+        let start: f64 = line
+            .strip_prefix("start ")
+            .unwrap_or_else(|| panic!("peer said {line:?}"))
+            .trim()
+            .parse()
+            .unwrap();
+
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let (commands, online) = runtime.block_on(async {
+            let url = format!("ws://{address}/ws");
+            let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+            let mut commands: Vec<(f64, String)> = Vec::new();
+            let mut online = (0u64, 0u64);
+            let mut done_at: Option<Instant> = None;
+            let deadline = Instant::now() + Duration::from_secs(240);
+            loop {
+                assert!(
+                    Instant::now() < deadline,
+                    "{subject}: the session did not end"
+                );
+                if done_at.is_none() && peer.try_wait().unwrap().is_some() {
+                    done_at = Some(Instant::now());
+                }
+                if done_at.is_some_and(|t| t.elapsed() > Duration::from_secs(3)) {
+                    break;
+                }
+                let Ok(next) =
+                    tokio::time::timeout(Duration::from_millis(200), socket.next()).await
+                else {
+                    continue;
+                };
+                let Some(Ok(Message::Text(text))) = next else {
+                    break;
+                };
+                let message: Value = serde_json::from_str(text.as_str()).unwrap();
+                match message["type"].as_str() {
+                    Some("command") => commands.push((
+                        message["timestamp"].as_f64().unwrap(),
+                        message["class"].as_str().unwrap().to_owned(),
+                    )),
+                    Some("session") if message["phase"] == "online" => {
+                        std::fs::write(&go, b"go").unwrap();
+                        online = (
+                            message["trials"].as_u64().unwrap(),
+                            message["hits"].as_u64().unwrap(),
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            (commands, online)
+        });
+        let _ = Command::new("kill")
+            .args(["-INT", &service.id().to_string()])
+            .status();
+        let status = service.wait().unwrap();
+        assert!(status.success(), "{subject}: run exited with {status}");
+        assert!(
+            model_out.is_file(),
+            "{subject}: the calibrated model was not saved"
+        );
+
+        // R12's cues on the LSL clock: the outlet started the first file at `start`.
+        let shift = start
+            + runs[..2]
+                .iter()
+                .map(|r| r.primary_signal().unwrap().sample_count() as f64)
+                .sum::<f64>()
+                / 160.0;
+        let cues: Vec<(f64, &str)> = runs[2]
+            .events()
+            .iter()
+            .filter_map(|e| match e.label.as_str() {
+                "T1" => Some((shift + e.onset, "left")),
+                "T2" => Some((shift + e.onset, "right")),
+                _ => None,
+            })
+            .collect();
+        let mut without = 0;
+        let mut first_right = 0;
+        for (onset, class) in &cues {
+            let during: Vec<&(f64, String)> = commands
+                .iter()
+                .filter(|(t, _)| *t >= *onset && *t < onset + 6.0)
+                .collect();
+            match during.first() {
+                None => without += 1,
+                Some((_, c)) => first_right += usize::from(c == class),
+            }
+        }
+        let test = epochs::cut(&runs[2], &config).unwrap();
+        let holdout = evaluate::holdout(&config, &calibration, &test).unwrap();
+        eprintln!(
+            "{subject}: {} commands, {} of {} R12 cues with a command within 6 s (first one right \
+             on {first_right}); online cued trials {}/{} right; holdout accuracy {:.3}",
+            commands.len(),
+            cues.len() - without,
+            cues.len(),
+            online.1,
+            online.0,
+            holdout.accuracy
+        );
+        assert_eq!(without, 0, "{subject}: {without} cue(s) without a command");
+        assert!(online.0 as usize >= test.len() - 1, "{subject}: {online:?}");
+        rows.push((online.1 as f64 / online.0 as f64, holdout.accuracy));
+        let _ = peer.kill();
+        let _ = peer.wait();
+    }
+    let n = rows.len() as f64;
+    let online = rows.iter().map(|r| r.0).sum::<f64>() / n;
+    let holdout = rows.iter().map(|r| r.1).sum::<f64>() / n;
+    eprintln!("mean over {n} subjects: online {online:.3}, holdout {holdout:.3}");
+    assert!(
+        (online - holdout).abs() <= 0.05,
+        "online {online:.3} vs holdout {holdout:.3}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

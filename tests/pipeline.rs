@@ -2,8 +2,9 @@
 
 mod common;
 
+use neurostream::engine::{Engine, EngineSink, EngineSummary};
 use neurostream::io;
-use neurostream::pipeline::{Pipeline, PipelineConfig, RunSummary, WindowFeatures, WindowSink};
+use neurostream::pipeline::{Pipeline, PipelineConfig, WindowFeatures};
 use neurostream::source::replay::Replay;
 use neurostream::source::{Pace, Source};
 
@@ -13,7 +14,7 @@ struct Collect {
     rows: Vec<(f64, Vec<f32>, Option<String>)>,
 }
 
-impl WindowSink for Collect {
+impl EngineSink for Collect {
     fn window(
         &mut self,
         features: WindowFeatures<'_>,
@@ -32,14 +33,14 @@ fn run(
     config: &PipelineConfig,
     path: &std::path::Path,
     chunk: usize,
-) -> (Pipeline, Collect, RunSummary) {
+) -> (Engine, Collect, EngineSummary) {
     let recording = io::open(path).unwrap();
     let mut source = Replay::new(&recording, None, chunk, Pace::AsFastAsPossible).unwrap();
-    let mut pipeline = Pipeline::build(config, source.stream_info(), None).unwrap();
+    let pipeline = Pipeline::build(config, source.stream_info(), None).unwrap();
+    let mut engine = Engine::new(pipeline, None);
     let mut sink = Collect::default();
-    let summary =
-        neurostream::pipeline::run(&mut source, &mut pipeline, &mut sink, |_| {}).unwrap();
-    (pipeline, sink, summary)
+    let summary = engine.run(&mut source, &mut sink, |_| {}).unwrap();
+    (engine, sink, summary)
 }
 
 /// Relative occipital alpha: 8–12 Hz power over 1–40 Hz power on O1/Oz/O2, averaged over all
@@ -64,7 +65,7 @@ fn relative_alpha(path: &std::path::Path) -> f64 {
     )
     .unwrap();
     let (pipeline, sink, _) = run(&config, path, 16);
-    assert_eq!(pipeline.feature_names()[0], "O1:alpha");
+    assert_eq!(pipeline.pipeline().feature_names()[0], "O1:alpha");
     let (mut alpha, mut broad) = (0.0, 0.0);
     for (_, values, _) in &sink.rows {
         for channel in values.chunks(2) {
@@ -103,8 +104,8 @@ fn motor_imagery_pipeline_on_s001r04() {
     assert_eq!(summary.samples, 20_000);
     assert_eq!(summary.windows, 1 + (20_000 - 160) / 16);
     assert_eq!(summary.events, 30);
-    assert_eq!(pipeline.feature_names().len(), 128);
-    assert_eq!(pipeline.feature_names()[0], "Fc5:mu");
+    assert_eq!(pipeline.pipeline().feature_names().len(), 128);
+    assert_eq!(pipeline.pipeline().feature_names()[0], "Fc5:mu");
     for (t, values, _) in &sink.rows {
         assert!(
             values.iter().all(|v| v.is_finite()),

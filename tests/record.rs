@@ -461,9 +461,13 @@ async fn replay_applies_recorded_feedback_to_the_plastic_decoder() {
     let gate = Arc::new(AtomicBool::new(false));
     let service_config = ServiceConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
+        allow_feedback: true,
+        feedback_token: Some("fb".into()),
+        feedback_per_minute: 100_000,
         record: Some(RecordConfig {
             path: file.clone(),
             session: Session::new(&config, Some(&model)).unwrap(),
+            overwrite: true,
         }),
         ..ServiceConfig::default()
     };
@@ -474,7 +478,7 @@ async fn replay_applies_recorded_feedback_to_the_plastic_decoder() {
     let service = Service::start(service_config, Box::new(source), pipeline, Some(controller))
         .await
         .unwrap();
-    let url = format!("ws://{}/ws", service.local_addr());
+    let url = format!("ws://{}/ws?feedback_token=fb", service.local_addr());
     let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     gate.store(true, Ordering::Relaxed);
     // Feedback until the stream ends (the server then closes the connection).
@@ -656,6 +660,7 @@ fn handing_chunks_to_the_recorder_does_not_allocate_in_steady_state() {
     let config = RecordConfig {
         path: file.clone(),
         session: Session::default(),
+        overwrite: true,
     };
     let mut recorder =
         record::Recorder::start(&config, source.stream_info(), source.marker_info(), false)

@@ -178,6 +178,22 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     body
 }
 
+/// Feedback allowed for clients presenting [`FEEDBACK_TOKEN`] (see [`with_feedback`]).
+fn feedback_config() -> ServiceConfig {
+    ServiceConfig {
+        allow_feedback: true,
+        feedback_token: Some(FEEDBACK_TOKEN.into()),
+        feedback_per_minute: 1000,
+        ..ServiceConfig::default()
+    }
+}
+
+const FEEDBACK_TOKEN: &str = "fb-t0k";
+
+fn with_feedback(url: &str) -> String {
+    format!("{url}?feedback_token={FEEDBACK_TOKEN}")
+}
+
 fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
@@ -324,15 +340,12 @@ async fn a_client_that_never_reads_loses_messages_and_delays_nobody() {
 async fn bad_messages_get_errors_and_oversize_closes_with_1009() {
     let config = ServiceConfig {
         max_message_bytes: 1024,
-        ..ServiceConfig::default()
+        ..feedback_config()
     };
     let setup = start(config, None, false, None, 1.0).await;
     setup.gate.store(true, Ordering::Relaxed);
-    let mut client = connect(&setup.url).await;
+    let mut client = connect(&with_feedback(&setup.url)).await;
     assert_eq!(next_json(&mut client).await.unwrap()["type"], "hello");
-    send(&mut client, "{not json").await;
-    let error = next_of(&mut client, "error").await;
-    assert_eq!(error["code"], "malformed", "{error}");
     send(&mut client, r#"{"type":"teleport"}"#).await;
     assert_eq!(next_of(&mut client, "error").await["code"], "unknown_type");
     send(&mut client, r#"{"type":"feedback","class":"up"}"#).await;
@@ -344,19 +357,28 @@ async fn bad_messages_get_errors_and_oversize_closes_with_1009() {
         .contains("rest, left, right"));
     send(&mut client, r#"{"type":"ping","id":42}"#).await;
     assert_eq!(next_of(&mut client, "pong").await["id"], 42);
+    // Not JSON: a protocol violation since the hardening (issue 14): the error, then 1007.
+    send(&mut client, "{not json").await;
+    let error = next_of(&mut client, "error").await;
+    assert_eq!(error["code"], "malformed", "{error}");
+    assert_eq!(close_code(&mut client).await, Some(CloseCode::Invalid));
 
+    let mut client = connect(&setup.url).await;
     let big = format!(r#"{{"type":"ping","id":"{}"}}"#, "x".repeat(4000));
     send(&mut client, &big).await;
-    let code = loop {
+    assert_eq!(close_code(&mut client).await, Some(CloseCode::Size));
+    setup.service.shutdown().trigger();
+    setup.service.wait().await.unwrap();
+}
+
+async fn close_code(client: &mut Socket) -> Option<CloseCode> {
+    loop {
         match tokio::time::timeout(PATIENCE, client.next()).await.unwrap() {
             Some(Ok(Message::Close(frame))) => break frame.map(|f| f.code),
             Some(Ok(_)) => {}
             other => panic!("expected a close frame, got {other:?}"),
         }
-    };
-    assert_eq!(code, Some(CloseCode::Size));
-    setup.service.shutdown().trigger();
-    setup.service.wait().await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -409,7 +431,7 @@ async fn token_client_limit_and_origin_are_enforced() {
     }
     let mut again = again.expect("the first client's slot was never released");
     assert_eq!(next_json(&mut again).await.unwrap()["type"], "hello");
-    let metrics = http_get(setup.service.local_addr(), "/metrics").await;
+    let metrics = http_get(setup.service.local_addr(), "/metrics?token=s3cret").await;
     assert!(metric(&metrics, "neurostream_drops_total{reason=\"max_clients\"}") >= 1.0);
     setup.service.shutdown().trigger();
     setup.service.wait().await.unwrap();
@@ -418,9 +440,9 @@ async fn token_client_limit_and_origin_are_enforced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feedback_trains_the_plastic_decoder() {
     let decoder = DecoderConfig::Mlp(MlpConfig::default());
-    let setup = start(ServiceConfig::default(), Some(decoder), false, None, 4.0).await;
+    let setup = start(feedback_config(), Some(decoder), false, None, 4.0).await;
     setup.gate.store(true, Ordering::Relaxed);
-    let mut client = connect(&setup.url).await;
+    let mut client = connect(&with_feedback(&setup.url)).await;
     let hello = next_json(&mut client).await.unwrap();
     assert_eq!(hello["decoder"]["kind"], "mlp", "{hello}");
     let before = hello["decoder"]["version"].as_u64().unwrap();
@@ -500,9 +522,9 @@ fn every_example_in_the_protocol_document_parses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feedback_about_a_command_uses_its_window() {
     let decoder = DecoderConfig::Mlp(MlpConfig::default());
-    let setup = start(ServiceConfig::default(), Some(decoder), false, None, 4.0).await;
+    let setup = start(feedback_config(), Some(decoder), false, None, 4.0).await;
     setup.gate.store(true, Ordering::Relaxed);
-    let mut client = connect(&setup.url).await;
+    let mut client = connect(&with_feedback(&setup.url)).await;
     let hello = next_json(&mut client).await.unwrap();
     let before = hello["decoder"]["version"].as_u64().unwrap();
     let command = next_of(&mut client, "command").await;

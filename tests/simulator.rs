@@ -609,7 +609,7 @@ fn config_rejects_unknown_keys_and_bad_values() {
             "{text:?} → {msg}"
         );
         assert!(
-            msg.contains("expected"),
+            msg.contains("allowed:"),
             "{text:?} → {msg} (no allowed range)"
         );
     }

@@ -45,6 +45,9 @@ const state = {
   features: null,
   probabilities: [],
   commandMarks: [],
+  // Closed loop (`session` message) and paradigm (`paradigm`, `cue`, `cue_timing`).
+  loop: null,
+  paradigm: { stage: null, cue: null, timing: null },
   dirty: true,
 };
 window.dashboard = state;
@@ -125,6 +128,11 @@ function handle(message) {
     case "features": return onFeatures(message);
     case "command": return onCommand(message);
     case "status": return onStatus(message);
+    // The closed loop and the cue paradigm (docs/protocol.md): shown in the status panel.
+    case "session": state.loop = message; return;
+    case "paradigm": state.paradigm.stage = message.stage; return;
+    case "cue": state.paradigm.cue = message; return;
+    case "cue_timing": state.paradigm.timing = message; return;
     default: return; // The protocol asks clients to ignore types they do not know.
   }
 }
@@ -511,6 +519,7 @@ function renderStatus() {
     ["messages dropped (this page)", c.messagesDropped],
     ["samples dropped (source)", c.samplesDropped],
   ];
+  rows.push(...loopRows());
   for (const [reason, value] of Object.entries(state.server)) {
     rows.push([`server drops: ${reason}`, value]);
   }
@@ -521,6 +530,34 @@ function renderStatus() {
     dd.textContent = String(value);
     return [dt, dd];
   }));
+}
+
+// Paradigm state, current cue, calibration count and online hit rate.
+function loopRows() {
+  const rows = [];
+  const p = state.paradigm;
+  if (p.stage) rows.push(["paradigm", p.stage]);
+  if (p.cue) {
+    rows.push(["cue", `${p.cue.block} ${p.cue.trial_in_block}/${p.cue.block_trials}: ${p.cue.class}`]);
+  }
+  const loop = state.loop;
+  if (loop) {
+    rows.push(["closed loop", loop.phase]);
+    if (loop.phase === "calibrating") {
+      rows.push(["calibration trials", `${loop.trials.join(" + ")} of ${loop.needed} per class`]);
+    }
+    if (loop.phase === "online") {
+      rows.push(["CV accuracy", loop.cv_accuracy === null ? "–" : loop.cv_accuracy.toFixed(3)]);
+      const rate = loop.trials ? (loop.hits / loop.trials).toFixed(3) : "–";
+      rows.push(["online hit rate", `${loop.hits}/${loop.trials} (${rate})`]);
+      if (loop.warning) rows.push(["warning", loop.warning]);
+    }
+    if (loop.phase === "failed") rows.push(["training failed", loop.reason]);
+  }
+  if (p.timing) {
+    rows.push(["cue paint offset p50/p99", `${p.timing.p50_ms.toFixed(1)} / ${p.timing.p99_ms.toFixed(1)} ms`]);
+  }
+  return rows;
 }
 
 // Server-wide drop counters (every client, the source, the feedback queue) from /metrics.

@@ -7,9 +7,10 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use neurostream::engine::Engine;
 use neurostream::io::{Recording, StreamData};
 use neurostream::output::{FeatureWriter, OutputFormat};
-use neurostream::pipeline::{self, Pipeline, PipelineConfig, SourceConfig};
+use neurostream::pipeline::{Pipeline, PipelineConfig, SourceConfig};
 use neurostream::source::replay::Replay;
 use neurostream::source::simulator::{self, SimulatorConfig};
 use neurostream::source::{Pace, Source, SourceItem};
@@ -219,7 +220,7 @@ fn print(
     mut source: Box<dyn neurostream::source::Source>,
     format: Option<OutputFormat>,
 ) -> Result<()> {
-    let mut pipeline = Pipeline::build(config, source.stream_info(), None)?;
+    let pipeline = Pipeline::build(config, source.stream_info(), None)?;
     tracing::info!(
         "demo: {} ({} channels at {} Hz) → {} features per window; Ctrl-C to stop",
         source.stream_info().name,
@@ -234,7 +235,7 @@ fn print(
         pipeline.feature_names().to_vec(),
     )?
     .line_buffered();
-    let summary = pipeline::run(source.as_mut(), &mut pipeline, &mut sink, |_| {})?;
+    let summary = Engine::new(pipeline, None).run(source.as_mut(), &mut sink, |_| {})?;
     tracing::info!(
         samples = summary.samples,
         windows = summary.windows,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use neurostream::decoder::metrics::Report;
+use neurostream::decoder::metrics::{paired_sign_flip, PairedTest, Report};
 use neurostream::epochs::Epochs;
 use neurostream::io::Recording;
 use neurostream::pipeline::PipelineConfig;
@@ -100,9 +100,12 @@ struct Row {
     auc: Option<f64>,
     kappa: f64,
     itr: Option<f64>,
+    brier: Option<f64>,
+    log_loss: Option<f64>,
+    confident: Option<f64>,
     extra: String,
-    /// Accuracy and AUC of the frozen copy (online mode).
-    frozen: Option<(f64, Option<f64>)>,
+    /// The frozen copy's report (online mode).
+    frozen: Option<Report>,
     json: serde_json::Value,
 }
 
@@ -113,13 +116,49 @@ fn row_from_report(subject: &str, report: &Report, extra: String, json: serde_js
         auc: report.auc,
         kappa: report.kappa,
         itr: report.itr_bits_per_minute,
+        brier: report.brier,
+        log_loss: report.log_loss,
+        confident: report.confident_share,
         extra,
         frozen: None,
         json,
     }
 }
 
+/// Adaptive − frozen over subjects, for accuracy and (when every subject has one) AUC.
+fn paired_tests(rows: &[Row]) -> Result<Option<(PairedTest, Option<PairedTest>)>> {
+    let frozen: Option<Vec<&Report>> = rows.iter().map(|r| r.frozen.as_ref()).collect();
+    let Some(frozen) = frozen else {
+        return Ok(None);
+    };
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let adaptive_acc: Vec<f64> = rows.iter().map(|r| r.accuracy).collect();
+    let frozen_acc: Vec<f64> = frozen.iter().map(|f| f.accuracy).collect();
+    let accuracy = paired_sign_flip(&adaptive_acc, &frozen_acc)?;
+    let adaptive_auc: Option<Vec<f64>> = rows.iter().map(|r| r.auc).collect();
+    let frozen_auc: Option<Vec<f64>> = frozen.iter().map(|f| f.auc).collect();
+    let auc = match (adaptive_auc, frozen_auc) {
+        (Some(a), Some(f)) => Some(paired_sign_flip(&a, &f)?),
+        _ => None,
+    };
+    Ok(Some((accuracy, auc)))
+}
+
+fn mean_of(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let v: Option<Vec<f64>> = values.collect();
+    v.filter(|v| !v.is_empty())
+        .map(|v| v.iter().sum::<f64>() / v.len() as f64)
+}
+
 pub fn run(args: EvaluateArgs) -> Result<()> {
+    // Every pipeline is checked before the first recording is read.
+    let configs = args
+        .pipeline
+        .iter()
+        .map(|path| PipelineConfig::load(path))
+        .collect::<Result<Vec<_>>>()?;
     let subjects = load_subjects(&args.recording)?;
     let mode = if args.online {
         "online"
@@ -134,9 +173,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         "subject-pipelines",
     );
     let mut tables = Vec::new();
-    for pipeline_path in &args.pipeline {
-        let config = PipelineConfig::from_file(pipeline_path)?;
-        config.training.validate()?;
+    for (pipeline_path, config) in args.pipeline.iter().zip(configs) {
         let name = pipeline_path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -157,6 +194,9 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
                         auc: cv.auc,
                         kappa: cv.pooled.kappa,
                         itr: cv.pooled.itr_bits_per_minute,
+                        brier: cv.pooled.brier,
+                        log_loss: cv.pooled.log_loss,
+                        confident: cv.pooled.confident_share,
                         extra,
                         frozen: None,
                         json,
@@ -189,7 +229,12 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
                     let first = subject.files.first().cloned().unwrap_or_default();
                     let (calibration, session) = split(subject, |f| f != first);
                     let calibration = cut(&calibration, &config, "calibration", &subject.name)?;
-                    let session = cut(&session, &config, "later", &subject.name)?;
+                    if session.is_empty() {
+                        return Err(Error::Other(format!(
+                            "subject {}: no later recordings for the online session",
+                            subject.name
+                        )));
+                    }
                     let outcome = evaluate::online(&config, &calibration, &session)?;
                     let extra = format!(
                         "frozen acc {:.3}{}; {} updates",
@@ -203,7 +248,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
                     );
                     let json = json!({"subject": subject.name, "online": outcome});
                     let mut row = row_from_report(&subject.name, &outcome.adaptive, extra, json);
-                    row.frozen = Some((outcome.frozen.accuracy, outcome.frozen.auc));
+                    row.frozen = Some(outcome.frozen.clone());
                     row
                 }
             };
@@ -214,6 +259,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         let mean_acc = rows.iter().map(|r| r.accuracy).sum::<f64>() / n;
         let aucs: Option<Vec<f64>> = rows.iter().map(|r| r.auc).collect();
         let mean_auc = aucs.map(|a| a.iter().sum::<f64>() / n);
+        let paired = paired_tests(&rows)?;
         all_json.push(json!({
             "pipeline": pipeline_path,
             "decoder": config.decoder.as_ref().map(|d| d.kind()),
@@ -221,8 +267,16 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
             "subjects": rows.iter().map(|r| r.json.clone()).collect::<Vec<_>>(),
             "mean_accuracy": mean_acc,
             "mean_auc": mean_auc,
+            "mean_brier": mean_of(rows.iter().map(|r| r.brier)),
+            "mean_log_loss": mean_of(rows.iter().map(|r| r.log_loss)),
+            "mean_confident_share": mean_of(rows.iter().map(|r| r.confident)),
+            "paired_adaptive_minus_frozen": paired.as_ref().map(|(accuracy, auc)| json!({
+                "test": "sign-flip permutation over subjects",
+                "accuracy": accuracy,
+                "auc": auc,
+            })),
         }));
-        tables.push((name, rows, mean_acc, mean_auc));
+        tables.push((name, rows, mean_acc, mean_auc, paired));
     }
     bar.finish_and_clear();
     if args.json {
@@ -240,39 +294,71 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         _ => "online, adapting decoder (frozen copy in the last column)",
     };
     println!("{heading}");
-    for (name, rows, mean_acc, mean_auc) in tables {
+    for (name, rows, mean_acc, mean_auc, paired) in tables {
         println!("\n{name}");
         println!(
-            "  {:<8} {:>8} {:>8} {:>8} {:>10}  notes",
-            "subject", "accuracy", "roc-auc", "kappa", "itr b/min"
+            "  {:<8} {:>8} {:>8} {:>8} {:>10} {:>7} {:>8} {:>6}  notes",
+            "subject", "accuracy", "roc-auc", "kappa", "itr b/min", "brier", "log-loss", "p>.95"
         );
         for r in &rows {
             println!(
-                "  {:<8} {:>8.3} {:>8} {:>8.3} {:>10}  {}",
+                "  {:<8} {:>8.3} {:>8} {:>8.3} {:>10} {:>7} {:>8} {:>6}  {}",
                 r.subject,
                 r.accuracy,
                 fmt(r.auc),
                 r.kappa,
                 fmt(r.itr),
+                fmt(r.brier),
+                fmt(r.log_loss),
+                fmt(r.confident),
                 r.extra
             );
         }
-        println!("  {:<8} {:>8.3} {:>8}", "mean", mean_acc, fmt(mean_auc));
-        let frozen: Option<Vec<(f64, Option<f64>)>> = rows.iter().map(|r| r.frozen).collect();
+        println!(
+            "  {:<8} {:>8.3} {:>8} {:>8} {:>10} {:>7} {:>8} {:>6}",
+            "mean",
+            mean_acc,
+            fmt(mean_auc),
+            "",
+            "",
+            fmt(mean_of(rows.iter().map(|r| r.brier))),
+            fmt(mean_of(rows.iter().map(|r| r.log_loss))),
+            fmt(mean_of(rows.iter().map(|r| r.confident))),
+        );
+        let frozen: Option<Vec<&Report>> = rows.iter().map(|r| r.frozen.as_ref()).collect();
         if let Some(frozen) = frozen {
             let n = frozen.len() as f64;
-            let acc = frozen.iter().map(|f| f.0).sum::<f64>() / n;
-            let auc: Option<f64> = frozen
-                .iter()
-                .map(|f| f.1)
-                .sum::<Option<f64>>()
-                .map(|s| s / n);
+            let acc = frozen.iter().map(|f| f.accuracy).sum::<f64>() / n;
             println!(
-                "  {:<8} {:>8.3} {:>8}  (the same decoder frozen after calibration)",
+                "  {:<8} {:>8.3} {:>8} {:>8} {:>10} {:>7} {:>8} {:>6}  (the same decoder frozen after calibration)",
                 "frozen",
                 acc,
-                fmt(auc)
+                fmt(mean_of(frozen.iter().map(|f| f.auc))),
+                "",
+                "",
+                fmt(mean_of(frozen.iter().map(|f| f.brier))),
+                fmt(mean_of(frozen.iter().map(|f| f.log_loss))),
+                fmt(mean_of(frozen.iter().map(|f| f.confident_share))),
             );
+        }
+        if let Some((accuracy, auc)) = paired {
+            let kind = if accuracy.exact {
+                "exact"
+            } else {
+                "100 000 random patterns"
+            };
+            println!(
+                "  paired adaptive − frozen over {} subjects (sign-flip permutation test, {kind}):",
+                accuracy.n
+            );
+            for (metric, test) in [("accuracy", Some(accuracy)), ("roc-auc", auc)] {
+                if let Some(t) = test {
+                    println!(
+                        "    {metric:<8} mean {:+.3}  better/equal/worse {}/{}/{}  p two-sided {:.3}  p(adaptive better) {:.3}",
+                        t.mean_difference, t.wins, t.ties, t.losses, t.p_two_sided, t.p_greater
+                    );
+                }
+            }
         }
     }
     Ok(())

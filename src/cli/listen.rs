@@ -20,8 +20,9 @@ pub fn run(args: ListenArgs) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| neurostream::Error::Other(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async {
+        let signal = super::stop_signal()?;
         let stop = async {
-            let _ = tokio::signal::ctrl_c().await;
+            signal.await;
         };
         neurostream::service::client::listen(
             &args.url,

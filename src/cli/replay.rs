@@ -7,8 +7,9 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use neurostream::engine::Engine;
 use neurostream::output::{FeatureWriter, OutputFormat};
-use neurostream::pipeline::{self, Pipeline, PipelineConfig, SourceConfig};
+use neurostream::pipeline::{Pipeline, PipelineConfig, SourceConfig};
 use neurostream::source::replay::{Replay, ReplayConfig};
 use neurostream::source::Source;
 use neurostream::Result;
@@ -45,6 +46,10 @@ pub struct ReplayArgs {
     /// pace then: real time).
     #[arg(long)]
     pub serve: bool,
+    /// With --serve and no --model: where the model calibrated on the recording's cues is
+    /// saved (default: model-<unix time>.json here; never over an existing file).
+    #[arg(long, requires = "serve")]
+    pub model_out: Option<PathBuf>,
     /// Print the decoded commands as JSON lines instead of features, recomputed with the
     /// recording's feedback and resets; for a neurostream recording replayed with its own
     /// pipeline and model, fail unless they equal the recorded commands.
@@ -59,16 +64,24 @@ pub struct ReplayArgs {
 }
 
 pub fn run(args: ReplayArgs) -> Result<()> {
+    // A pipeline given on the command line is checked before the recording is read.
+    let given = args
+        .pipeline
+        .as_deref()
+        .map(PipelineConfig::load)
+        .transpose()?;
     let recorded = if is_neurostream_recording(&args.file)? {
         Some(neurostream::record::load(&args.file)?)
     } else {
         None
     };
-    let mut config = match (&args.pipeline, &recorded) {
-        (Some(path), _) => PipelineConfig::from_file(path)?,
+    let mut config = match (given, &recorded) {
+        (Some(config), _) => config,
         (None, Some(recorded)) => {
             tracing::info!("using the pipeline stored in {}", args.file.display());
-            recorded.session.pipeline_config()?
+            let mut config = recorded.session.pipeline_config()?;
+            config.origin = format!("pipeline stored in {}", args.file.display());
+            config
         }
         (None, None) => PipelineConfig::motor_imagery(),
     };
@@ -88,8 +101,8 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         chunk_samples: args.chunk_samples.unwrap_or(chunk_samples),
         stream: args.stream.clone(),
     };
-    replay_config.validate()?;
     config.source = SourceConfig::Replay(replay_config.clone());
+    config.validate()?;
     let model = match (&args.model, &recorded) {
         (Some(path), _) => Some(neurostream::model::Model::load(path)?),
         (None, Some(recorded)) => recorded.session.model()?,
@@ -112,24 +125,24 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     if args.lsl {
         return publish(&args.file, &mut source);
     }
-    let mut pipeline = Pipeline::build(&config, source.stream_info(), model.clone())?;
     if args.serve {
-        return super::serve(
+        // Without a model, a decoding pipeline calibrates on the recording's own cues first.
+        return super::serve_session(
             &args.service,
             Box::new(source),
-            pipeline,
             &config,
-            model.as_ref(),
+            model,
+            args.model_out.as_deref(),
         );
     }
+    let pipeline = Pipeline::build(&config, source.stream_info(), model.clone())?;
     let format = args.format.unwrap_or(config.output.format);
     let out = args.out.as_deref().or(config.output.path.as_deref());
     let mut sink = FeatureWriter::open(out, format, pipeline.feature_names().to_vec())?
         .with_classes(pipeline.class_names().to_vec());
     let bar = super::progress_bar(source.total_samples() as u64, "samples");
-    let summary = pipeline::run(&mut source, &mut pipeline, &mut sink, |s| {
-        bar.set_position(s.samples)
-    })?;
+    let summary =
+        Engine::new(pipeline, None).run(&mut source, &mut sink, |s| bar.set_position(s.samples))?;
     bar.finish_and_clear();
     tracing::info!(
         samples = summary.samples,
@@ -164,7 +177,12 @@ fn print_commands(
 ) -> Result<()> {
     use std::io::Write;
     let own = args.pipeline.is_none() && args.model.is_none();
-    if model.is_none() {
+    let loads_model = recorded.as_ref().is_some_and(|r| {
+        r.events
+            .iter()
+            .any(|e| matches!(e, neurostream::record::SessionEvent::ModelLoaded { .. }))
+    });
+    if model.is_none() && !loads_model {
         return Err(neurostream::Error::config(
             "--commands",
             format!(

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use neurostream::pipeline::{Pipeline, PipelineConfig, SourceConfig};
+use neurostream::pipeline::{PipelineConfig, SourceConfig};
 use neurostream::{Error, Result};
 
 #[derive(Args)]
@@ -13,9 +13,18 @@ pub struct RunArgs {
     /// Pipeline file (TOML), e.g. pipelines/live_lsl.toml.
     #[arg(long, short)]
     pub pipeline: PathBuf,
-    /// Trained model (from `neurostream train`); needed when the pipeline has a decoder.
+    /// Trained model (from `neurostream train`). Without one, a pipeline with a decoder
+    /// calibrates on the stream's cued trials first (`[paradigm]`), then goes online.
     #[arg(long, short)]
     pub model: Option<PathBuf>,
+    /// Where a model calibrated during the session is saved (default:
+    /// model-<unix time>.json in the current folder); an existing file is not overwritten.
+    #[arg(long)]
+    pub model_out: Option<PathBuf>,
+    /// Cued calibration trials per class before training (overrides
+    /// paradigm.calibration_trials).
+    #[arg(long)]
+    pub calibration_trials: Option<usize>,
     /// LSL stream name (overrides the pipeline's source.name).
     #[arg(long)]
     pub stream_name: Option<String>,
@@ -65,20 +74,22 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         _ => {}
     }
+    if let Some(trials) = args.calibration_trials {
+        config.paradigm.calibration_trials = trials;
+    }
     config.validate()?;
+    config.paradigm.validate()?;
     let model = args
         .model
         .as_deref()
         .map(neurostream::model::Model::load)
         .transpose()?;
-    if config.decoder.is_some() && model.is_none() {
-        tracing::warn!(
-            "{} has a [decoder] but no --model was given: serving features and signal only, \
-             no commands (train one with `neurostream train`)",
-            args.pipeline.display()
-        );
-    }
     let source = config.source.build()?;
-    let pipeline = Pipeline::build(&config, source.stream_info(), model.clone())?;
-    super::serve(&args.serve, source, pipeline, &config, model.as_ref())
+    super::serve_session(
+        &args.serve,
+        source,
+        &config,
+        model,
+        args.model_out.as_deref(),
+    )
 }

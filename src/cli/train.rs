@@ -20,8 +20,7 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
-    let config = PipelineConfig::from_file(&args.pipeline)?;
-    config.training.validate()?;
+    let config = PipelineConfig::load(&args.pipeline)?;
     let recordings = args
         .recording
         .iter()

@@ -80,7 +80,7 @@ fn write(path: &Path, text: &str) -> Result<()> {
 
 pub fn run(args: TuneArgs) -> Result<()> {
     let started = Instant::now();
-    let base = PipelineConfig::from_file(&args.pipeline)?;
+    let base = PipelineConfig::load(&args.pipeline)?;
     let space = SearchSpace::from_file(&args.space)?;
     let budget = match args.budget_seconds {
         Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
@@ -199,8 +199,10 @@ pub fn run(args: TuneArgs) -> Result<()> {
     );
     let body = toml::to_string(&tuned)
         .map_err(|e| Error::Other(format!("cannot write the tuned pipeline as TOML: {e}")))?;
-    // What is written must load as an ordinary pipeline; check before claiming success.
-    PipelineConfig::from_toml(&body, "the tuned pipeline")?;
+    // What is written must load and pass `check` as an ordinary pipeline; check before
+    // claiming success.
+    PipelineConfig::from_toml(&body, &format!("tuned pipeline for {}", args.out.display()))?
+        .validate()?;
     write(&args.out, &(header + &body))?;
 
     let log_path = args

@@ -11,6 +11,7 @@
 //! Labels are class indices `0..classes`. Features arrive as `f32` (what the pipeline makes);
 //! decoders compute in `f64` internally.
 
+pub mod calibration;
 pub mod cv;
 pub mod lda;
 pub mod metrics;
@@ -21,6 +22,7 @@ use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::validate::Problems;
 
 /// A trained (or trainable) mapping from feature vectors to class probabilities.
 pub trait Decoder: Send {
@@ -72,6 +74,127 @@ impl DecoderConfig {
             DecoderConfig::Mlp(_) => "mlp",
         }
     }
+
+    /// Every range of `[decoder]` into `problems` (keys `decoder.…`).
+    pub fn check(&self, problems: &mut Problems) {
+        match self {
+            DecoderConfig::Lda(config) => {
+                if let lda::Shrinkage::Fixed(x) = config.shrinkage {
+                    problems.closed(
+                        "decoder.shrinkage",
+                        x,
+                        0.0,
+                        1.0,
+                        "\"auto\" or a number in [0, 1]",
+                    );
+                }
+            }
+            DecoderConfig::Svm(config) => {
+                problems.positive("decoder.c", config.c, f64::MAX, "a positive number");
+                if let svm::Gamma::Value(g) = config.gamma {
+                    problems.positive(
+                        "decoder.gamma",
+                        g,
+                        f64::MAX,
+                        "\"scale\" or a positive number",
+                    );
+                }
+            }
+            DecoderConfig::Mlp(config) => check_mlp(config, problems),
+        }
+    }
+}
+
+fn check_mlp(config: &mlp::MlpConfig, p: &mut Problems) {
+    p.require(
+        (1..=2).contains(&config.hidden.len()),
+        "decoder.hidden",
+        format!("{:?}", config.hidden),
+        "1 or 2 hidden layers",
+    );
+    for (i, &width) in config.hidden.iter().enumerate() {
+        p.require(
+            (1..=1024).contains(&width),
+            format!("decoder.hidden[{i}]"),
+            width,
+            "1..=1024 units",
+        );
+    }
+    p.require(
+        (1..=100_000).contains(&config.epochs),
+        "decoder.epochs",
+        config.epochs,
+        "1..=100000",
+    );
+    p.require(
+        (1..=100_000).contains(&config.batch_size),
+        "decoder.batch_size",
+        config.batch_size,
+        "1..=100000",
+    );
+    p.positive("decoder.learning_rate", config.learning_rate, 1.0, "(0, 1]");
+    p.closed(
+        "decoder.weight_decay",
+        config.weight_decay,
+        0.0,
+        10.0,
+        "[0, 10]",
+    );
+    let online = &config.online;
+    p.positive(
+        "decoder.online.learning_rate",
+        online.learning_rate,
+        1.0,
+        "(0, 1]",
+    );
+    p.positive("decoder.online.max_rate", online.max_rate, 1.0, "(0, 1]");
+    p.closed(
+        "decoder.online.min_rate",
+        online.min_rate,
+        0.0,
+        online.max_rate,
+        &format!("[0, decoder.online.max_rate = {}]", online.max_rate),
+    );
+    p.closed(
+        "decoder.online.error_memory",
+        online.error_memory,
+        1.0,
+        1e6,
+        "[1, 1e6] updates",
+    );
+    p.closed(
+        "decoder.online.normalization_forgetting",
+        online.normalization_forgetting,
+        0.5,
+        1.0,
+        "[0.5, 1]",
+    );
+    p.positive(
+        "decoder.online.max_gradient_norm",
+        online.max_gradient_norm,
+        f64::MAX,
+        "(0, ∞)",
+    );
+    p.positive(
+        "decoder.online.max_update_norm",
+        online.max_update_norm,
+        f64::MAX,
+        "(0, ∞)",
+    );
+    p.closed(
+        "decoder.online.outlier_z",
+        online.outlier_z,
+        1.0,
+        1000.0,
+        "[1, 1000]",
+    );
+    p.closed(
+        "decoder.online.max_outlier_fraction",
+        online.max_outlier_fraction,
+        0.0,
+        1.0,
+        "[0, 1]",
+    );
 }
 
 /// Every decoder, as one type: what a model file stores and the pipeline runs.
@@ -97,6 +220,15 @@ impl AnyDecoder {
             AnyDecoder::Lda(d) => d,
             AnyDecoder::Svm(d) => d,
             AnyDecoder::Mlp(d) => d.as_mut(),
+        }
+    }
+
+    /// The decoder's `kind` in a pipeline file (`[decoder] kind = ...`) and a model file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AnyDecoder::Lda(_) => "lda",
+            AnyDecoder::Svm(_) => "svm",
+            AnyDecoder::Mlp(_) => "mlp",
         }
     }
 

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{FeatureExtractor, Window};
 use crate::error::{Error, Result};
+use crate::validate::Problems;
 
 const ORIGIN: &str = "pipeline";
 
@@ -93,6 +94,75 @@ fn config_error(detail: String) -> Error {
 }
 
 impl BandPowerConfig {
+    /// The ranges that need no stream (and, with `rate`, the band edges against Nyquist)
+    /// into `problems`, under `key` (`features.band_power`). Bin-level checks (a band at
+    /// least one FFT bin wide) need the window in samples and happen in [`Self::build`].
+    pub fn check(
+        &self,
+        key: &str,
+        window_seconds: f64,
+        rate: Option<f64>,
+        problems: &mut Problems,
+    ) {
+        if self.method == SpectralMethod::Welch {
+            problems.require(
+                self.segment_seconds.is_finite()
+                    && self.segment_seconds > 0.0
+                    && self.segment_seconds <= window_seconds,
+                format!("{key}.segment_seconds"),
+                self.segment_seconds,
+                format!("0 < segment_seconds <= features.window_seconds ({window_seconds})"),
+            );
+            problems.require(
+                self.overlap.is_finite() && (0.0..1.0).contains(&self.overlap),
+                format!("{key}.overlap"),
+                self.overlap,
+                "0 <= overlap < 1",
+            );
+        }
+        problems.require(
+            !self.bands.is_empty(),
+            format!("{key}.bands"),
+            "[]",
+            "at least one band",
+        );
+        let nyquist = rate.map(|r| r / 2.0);
+        let below = match nyquist {
+            Some(n) => format!("0 < low < high < {n} (Nyquist)"),
+            None => "0 < low < high (and high below Nyquist)".to_owned(),
+        };
+        for (i, band) in self.bands.iter().enumerate() {
+            let key = format!("{key}.bands[{i}]");
+            problems.require(
+                !band.name.trim().is_empty()
+                    && !self.bands[..i].iter().any(|b| b.name == band.name),
+                format!("{key}.name"),
+                format!("{:?}", band.name),
+                "a non-empty name, unique among the bands",
+            );
+            problems.require(
+                band.low.is_finite() && band.low > 0.0,
+                format!("{key}.low"),
+                band.low,
+                below.clone(),
+            );
+            problems.require(
+                band.high.is_finite() && band.high > band.low,
+                format!("{key}.high"),
+                band.high,
+                format!("above {key}.low ({}); {below}", band.low),
+            );
+            if let (Some(n), Some(r)) = (nyquist, rate) {
+                problems.require(
+                    !band.high.is_finite() || band.high < n,
+                    format!("{key}.high"),
+                    band.high,
+                    format!("below Nyquist, {n} Hz for a {r} Hz stream"),
+                );
+            }
+        }
+    }
+
     /// Validate against the stream and window and plan the FFT. `window_samples` is the
     /// length of the windows [`FeatureExtractor::extract`] will get.
     pub fn build(

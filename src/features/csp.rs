@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::features::{FeatureExtractor, TrainableExtractor, Window};
 use crate::linalg::{self, CovWorkspace, Mat};
+use crate::validate::Problems;
 
 pub use crate::linalg::Shrinkage;
 
@@ -50,6 +51,21 @@ impl Default for CspConfig {
             components: 4,
             shrinkage: Shrinkage::Oas,
         }
+    }
+}
+
+/// More components than this per binary problem is more than any montage here has channels.
+pub const MAX_COMPONENTS: usize = 256;
+
+impl CspConfig {
+    /// `[features.csp]` ranges into `problems`, under `key`.
+    pub fn check(&self, key: &str, problems: &mut Problems) {
+        problems.require(
+            (1..=MAX_COMPONENTS).contains(&self.components),
+            format!("{key}.components"),
+            self.components,
+            format!("1..={MAX_COMPONENTS} (and at most the channel count)"),
+        );
     }
 }
 

@@ -8,10 +8,13 @@
 //! - [`tangent_space`]: Riemannian tangent-space vector of the window's covariance matrix.
 
 pub mod band_power;
+pub mod config;
 pub mod csp;
 pub mod extractor;
 pub mod tangent_space;
 pub mod window;
+
+pub use config::{FeaturesConfig, MAX_WINDOW_SECONDS};
 
 use crate::error::Result;
 

@@ -1,26 +1,29 @@
-//! The synchronous hot path: preprocess → window → features → decoder (→ control, later).
+//! The synchronous hot path: guard → preprocess → window → features → decoder.
 //!
 //! [`Pipeline::process`] takes one chunk, filters it in place, advances the sliding window and
-//! calls back once per completed window with its feature vector. It owns every buffer it needs,
-//! so once the largest chunk has been seen it does not allocate. The driver loop
-//! ([`run`]) pulls from a [`Source`] and hands windows to a sink; it is what `replay` and
-//! `demo` run, and what the async service will run on its DSP thread.
+//! calls back once per completed window with its feature vector and class probabilities. It
+//! owns every buffer it needs, so once the largest chunk has been seen it does not allocate.
+//! Commands, feedback and the session's clock are the [`crate::engine::Engine`]'s, which
+//! drives a pipeline for every command (service, replay, evaluation).
+//!
+//! Online adaptation happens here: the decoder's unsupervised `observe` on every window,
+//! tangent-space re-centring once per window length (`training.recentre_rate`), supervised
+//! steps through [`Pipeline::learn`]; [`Pipeline::rollback`] restores the calibrated model.
 
-pub mod config;
-
-pub use config::{FeaturesConfig, PipelineConfig, SourceConfig};
+pub use crate::config::PipelineConfig;
+pub use crate::features::FeaturesConfig;
+pub use crate::source::SourceConfig;
 
 use crate::decoder::{AnyDecoder, Decoder};
 use crate::error::Result;
-use crate::features::extractor::AnyExtractor;
+use crate::features::extractor::{AnyExtractor, ExtractorState};
 use crate::features::window::Windower;
 use crate::features::FeatureExtractor;
 use crate::model::{Fingerprint, Model};
 pub use crate::preprocess::guard::{RejectKind, Rejected};
 use crate::preprocess::guard::{SampleGuard, DEFAULT_MAX_ABS_VALUE};
 use crate::preprocess::Preprocessor;
-use crate::source::{Source, SourceItem, StreamStatus};
-use crate::stream::{Chunk, Event, StreamInfo};
+use crate::stream::{Chunk, StreamInfo};
 
 /// The features of one window, lent to the caller for the duration of a callback.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +55,16 @@ pub struct Pipeline {
     /// Whether `features` holds a window's features (false before the first window and after
     /// a reset), for [`Pipeline::learn`].
     has_window: bool,
+    /// Online learning on (off: the frozen reference of `evaluate --online`).
+    adaptation: bool,
+    /// Weight of each re-centring step of the tangent-space reference (0: never).
+    recentre_rate: f64,
+    /// Re-centre on one window in this many, so that the steps see disjoint windows (one per
+    /// window length, like one per trial offline) and cost little per window.
+    recentre_every: usize,
+    windows_since_recentre: usize,
+    /// The model as calibrated, for [`Pipeline::rollback`].
+    calibrated: Option<(AnyDecoder, ExtractorState)>,
 }
 
 impl Pipeline {
@@ -96,7 +109,15 @@ impl Pipeline {
             None => (None, Vec::new()),
         };
         let dimension = extractor.names().len();
+        let calibrated = decoder
+            .as_ref()
+            .map(|d: &AnyDecoder| (d.clone(), extractor.state()));
         Ok(Pipeline {
+            adaptation: true,
+            recentre_rate: config.training.recentre_rate,
+            recentre_every: window.div_ceil(hop.max(1)).max(1),
+            windows_since_recentre: 0,
+            calibrated,
             guard: SampleGuard::new(
                 input,
                 config
@@ -169,15 +190,29 @@ impl Pipeline {
             probabilities,
             rate,
             has_window,
+            adaptation,
+            recentre_rate,
+            recentre_every,
+            windows_since_recentre,
             ..
         } = self;
         windower.push(chunk, *rate, |window| {
+            // Unsupervised re-centring uses only the window itself, available before the
+            // decision; only a fitted (decoding) pipeline has a reference to move.
+            if *adaptation && *recentre_rate > 0.0 && decoder.is_some() {
+                if *windows_since_recentre == 0 {
+                    extractor.adapt(window, *recentre_rate);
+                }
+                *windows_since_recentre = (*windows_since_recentre + 1) % *recentre_every;
+            }
             extractor.extract(window, features);
             *has_window = true;
             let probabilities = decoder.as_mut().map(|decoder| {
                 // Unsupervised plasticity: a decoder that follows feature drift (the plastic
                 // net's running normaliser) sees every window; for the others it is a no-op.
-                decoder.observe(features);
+                if *adaptation {
+                    decoder.observe(features);
+                }
                 decoder.predict_proba(features, probabilities);
                 &probabilities[..]
             });
@@ -216,6 +251,26 @@ impl Pipeline {
         self.preprocess.reset();
         self.windower.reset();
         self.has_window = false;
+        self.windows_since_recentre = 0;
+    }
+
+    /// Switch all online learning on or off (unsupervised steps and [`Pipeline::learn`]).
+    pub fn set_adaptation(&mut self, on: bool) {
+        self.adaptation = on;
+    }
+
+    /// Put the decoder and the fitted feature stage back as the model had them. `false`
+    /// without a model.
+    pub fn rollback(&mut self) -> bool {
+        let Some((decoder, state)) = &self.calibrated else {
+            return false;
+        };
+        // The kinds agree: both came from this pipeline's own extractor and decoder.
+        if self.extractor.restore(state.clone()).is_err() {
+            return false;
+        }
+        self.decoder = Some(decoder.clone());
+        true
     }
 
     /// One online supervised step on the most recent window's features with the true class
@@ -223,7 +278,7 @@ impl Pipeline {
     /// without a decoder, before the first window, for an out-of-range label, or when the
     /// decoder does not learn online (LDA, SVM) or declined the step.
     pub fn learn(&mut self, label: usize) -> bool {
-        if !self.has_window || label >= self.classes.len() {
+        if !self.adaptation || !self.has_window || label >= self.classes.len() {
             return false;
         }
         match &mut self.decoder {
@@ -235,13 +290,19 @@ impl Pipeline {
     /// One online supervised step on given features (those a past command was decided on, see
     /// [`RecentCommands`]); same contract as [`Pipeline::learn`].
     pub fn learn_from(&mut self, features: &[f32], label: usize) -> bool {
-        if label >= self.classes.len() || features.len() != self.features.len() {
+        if !self.adaptation || label >= self.classes.len() || features.len() != self.features.len()
+        {
             return false;
         }
         match &mut self.decoder {
             Some(decoder) => decoder.update(features, label),
             None => false,
         }
+    }
+
+    /// Class probabilities of the newest window (decoding pipelines, after a window).
+    pub fn latest_probabilities(&self) -> Option<&[f64]> {
+        (self.has_window && self.decoder.is_some()).then_some(&self.probabilities[..])
     }
 
     /// Version of the plastic decoder's weights (see [`crate::decoder::mlp::PlasticMlp::version`]);
@@ -251,140 +312,5 @@ impl Pipeline {
             .as_ref()
             .and_then(|d| d.as_mlp())
             .map(|m| m.version())
-    }
-}
-
-/// Receives what the pipeline produces.
-pub trait WindowSink {
-    /// One window's features; `marker` is the label of the event whose span
-    /// `[onset, onset + duration]` holds the window's end, if any.
-    fn window(&mut self, features: WindowFeatures<'_>, marker: Option<&str>) -> Result<()>;
-
-    /// Events as the source delivered them.
-    fn events(&mut self, _events: &[Event]) -> Result<()> {
-        Ok(())
-    }
-
-    fn status(&mut self, _status: &StreamStatus) -> Result<()> {
-        Ok(())
-    }
-
-    fn finish(&mut self) -> Result<()> {
-        Ok(())
-    }
-}
-
-/// Counts from one [`run`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RunSummary {
-    pub chunks: u64,
-    pub samples: u64,
-    pub windows: u64,
-    pub events: u64,
-    /// Samples in chunks refused for NaN, infinite or absurd values.
-    pub rejected_samples: u64,
-}
-
-/// Drive `source` through `pipeline` into `sink` until the source ends. `on_progress` is
-/// called after each chunk with the running totals (for progress bars).
-pub fn run(
-    source: &mut dyn Source,
-    pipeline: &mut Pipeline,
-    sink: &mut dyn WindowSink,
-    mut on_progress: impl FnMut(&RunSummary),
-) -> Result<RunSummary> {
-    let mut summary = RunSummary::default();
-    // Events arrive after the chunk that reaches their onset, so a window is labelled with the
-    // events known when it is emitted; windows ending inside a cue still get the cue because
-    // cues start before the windows that overlap them end.
-    let mut active: Vec<Event> = Vec::new();
-    let mut sink_error = None;
-    while let Some(item) = source.next_item()? {
-        match item {
-            SourceItem::Chunk(mut chunk) => {
-                summary.chunks += 1;
-                summary.samples += chunk.samples() as u64;
-                let rejected = pipeline.process(&mut chunk, |features| {
-                    if sink_error.is_some() {
-                        return;
-                    }
-                    summary.windows += 1;
-                    let t = features.end_timestamp;
-                    let marker = active
-                        .iter()
-                        .rev()
-                        .find(|e| e.onset <= t && t <= e.onset + e.duration)
-                        .map(|e| e.label.as_str());
-                    if let Err(e) = sink.window(features, marker) {
-                        sink_error = Some(e);
-                    }
-                });
-                if let Some(e) = sink_error.take() {
-                    return Err(e);
-                }
-                if let Some(rejected) = rejected {
-                    tracing::warn!("{}", rejected.reason);
-                    summary.rejected_samples += rejected.samples as u64;
-                    sink.status(&StreamStatus::Dropped {
-                        samples: rejected.samples as u64,
-                        reason: rejected.reason,
-                    })?;
-                }
-                // Keep only events that can still label a future window.
-                if let Some(now) = chunk.last_timestamp() {
-                    active.retain(|e| e.onset + e.duration >= now);
-                }
-                on_progress(&summary);
-            }
-            SourceItem::Events(events) => {
-                summary.events += events.len() as u64;
-                sink.events(&events)?;
-                active.extend(events);
-            }
-            SourceItem::Status(status) => {
-                if matches!(status, StreamStatus::Lost { .. }) {
-                    pipeline.reset();
-                }
-                sink.status(&status)?;
-            }
-        }
-    }
-    sink.finish()?;
-    Ok(summary)
-}
-
-/// The features of the last [`RecentCommands::CAPACITY`] commands, by sequence number, so
-/// that feedback naming a command (`seq`) trains on the window that command was decided on,
-/// not on whatever window came last. Fixed storage: nothing is allocated per command.
-#[derive(Debug, Clone)]
-pub struct RecentCommands {
-    dimension: usize,
-    seqs: Vec<Option<u64>>,
-    features: Vec<f32>,
-}
-
-impl RecentCommands {
-    pub const CAPACITY: usize = 64;
-
-    pub fn new(dimension: usize) -> Self {
-        RecentCommands {
-            dimension,
-            seqs: vec![None; Self::CAPACITY],
-            features: vec![0.0; dimension * Self::CAPACITY],
-        }
-    }
-
-    pub fn remember(&mut self, seq: u64, features: &[f32]) {
-        let slot = (seq % Self::CAPACITY as u64) as usize;
-        self.seqs[slot] = Some(seq);
-        self.features[slot * self.dimension..(slot + 1) * self.dimension]
-            .copy_from_slice(&features[..self.dimension]);
-    }
-
-    /// The features command `seq` was decided on, if it is still remembered.
-    pub fn features(&self, seq: u64) -> Option<&[f32]> {
-        let slot = (seq % Self::CAPACITY as u64) as usize;
-        (self.seqs[slot] == Some(seq))
-            .then(|| &self.features[slot * self.dimension..(slot + 1) * self.dimension])
     }
 }

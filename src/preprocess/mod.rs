@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::stream::{Chunk, StreamInfo};
+use crate::validate::Problems;
 
 /// Origin string of configuration errors raised here.
 const ORIGIN: &str = "pipeline";
@@ -119,19 +120,91 @@ pub struct PreprocessConfig {
 }
 
 impl PreprocessConfig {
-    /// Validate against the input stream and build the stage chain.
-    pub fn build(&self, input: &StreamInfo) -> Result<Preprocessor> {
+    /// Every range of `[preprocess]` into `problems`; with `rate` (when the source states
+    /// it), also the filter edges against Nyquist. Channel labels are matched at build.
+    pub fn check(&self, rate: Option<f64>, problems: &mut Problems) {
         if let Some(max) = self.max_abs_value {
-            if !(max.is_finite() && max > 0.0) {
-                return Err(Error::config(
-                    ORIGIN,
-                    format!(
-                        "preprocess.max_abs_value = {max} is out of range; allowed: a positive \
-                         number (µV for EEG)"
-                    ),
-                ));
+            problems.require(
+                max.is_finite() && max > 0.0,
+                "preprocess.max_abs_value",
+                max,
+                "a positive number (µV for EEG)",
+            );
+        }
+        if self.reference == Reference::Average && !self.channels.is_empty() {
+            problems.require(
+                self.channels.len() >= 2,
+                "preprocess.reference",
+                "\"average\"",
+                format!(
+                    "\"none\" with {} selected channel(s), or select at least 2",
+                    self.channels.len()
+                ),
+            );
+        }
+        let nyquist = rate.map(|r| r / 2.0);
+        let nyquist_text = |n: f64| format!("below Nyquist, {n} Hz for a {} Hz stream", 2.0 * n);
+        if let Some(bp) = &self.bandpass {
+            problems.require(
+                (2..=8).contains(&bp.order) && bp.order % 2 == 0,
+                "preprocess.bandpass.order",
+                bp.order,
+                "even values 2, 4, 6 or 8",
+            );
+            problems.require(
+                bp.low.is_finite() && bp.low > 0.0,
+                "preprocess.bandpass.low",
+                bp.low,
+                "a positive frequency in Hz, 0 < low < high",
+            );
+            problems.require(
+                bp.high.is_finite() && bp.high > bp.low,
+                "preprocess.bandpass.high",
+                bp.high,
+                format!("above preprocess.bandpass.low ({}), below Nyquist", bp.low),
+            );
+            if let Some(n) = nyquist {
+                problems.require(
+                    !bp.high.is_finite() || bp.high < n,
+                    "preprocess.bandpass.high",
+                    bp.high,
+                    nyquist_text(n),
+                );
             }
         }
+        if let Some(notch) = &self.notch {
+            problems.require(
+                notch.frequency == 50.0 || notch.frequency == 60.0,
+                "preprocess.notch.frequency",
+                notch.frequency,
+                "a mains frequency, 50 or 60 Hz",
+            );
+            if let Some(n) = nyquist {
+                problems.require(
+                    notch.frequency.is_nan() || notch.frequency < n,
+                    "preprocess.notch.frequency",
+                    notch.frequency,
+                    format!("{}, or no notch", nyquist_text(n)),
+                );
+            }
+            problems.require(
+                notch.quality.is_finite() && notch.quality > 0.0,
+                "preprocess.notch.quality",
+                notch.quality,
+                "a positive number (default 30)",
+            );
+        }
+    }
+
+    /// Validate against the input stream and build the stage chain.
+    pub fn build(&self, input: &StreamInfo) -> Result<Preprocessor> {
+        let mut problems = Problems::new();
+        let rate = input.nominal_rate;
+        self.check(
+            (rate.is_finite() && rate > 0.0).then_some(rate),
+            &mut problems,
+        );
+        problems.into_result(ORIGIN)?;
         let mut stages: Vec<Box<dyn Stage>> = Vec::new();
         let mut output = input.clone();
 

@@ -8,7 +8,8 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::task::TaskTracker;
 
 use super::metrics::{DropReason, Metrics};
 use super::protocol::{Hello, ServerMessage, Topic};
@@ -22,11 +23,13 @@ pub struct Outgoing {
     pub arrived: Option<Instant>,
 }
 
-/// A client's bounded queue: the producer never waits; when full, the oldest message goes.
+/// A client's bounded queue: the producer never waits; when full (in messages or in bytes),
+/// the oldest messages go.
 #[derive(Debug)]
 pub struct ClientQueue {
-    queue: Mutex<VecDeque<Outgoing>>,
+    queue: Mutex<(VecDeque<Outgoing>, usize)>,
     capacity: usize,
+    capacity_bytes: usize,
     pub notify: Notify,
     dropped: AtomicU64,
     topics: AtomicU8,
@@ -34,38 +37,65 @@ pub struct ClientQueue {
 
 impl ClientQueue {
     pub fn new(capacity: usize) -> Self {
+        Self::with_bytes(capacity, usize::MAX)
+    }
+
+    /// At most `capacity` messages and `capacity_bytes` bytes of text (a single larger
+    /// message is still kept, alone).
+    pub fn with_bytes(capacity: usize, capacity_bytes: usize) -> Self {
         ClientQueue {
-            queue: Mutex::new(VecDeque::with_capacity(capacity)),
+            // Grows on demand: a never-reading client should not cost its whole quota upfront.
+            queue: Mutex::new((VecDeque::new(), 0)),
             capacity,
+            capacity_bytes,
             notify: Notify::new(),
             dropped: AtomicU64::new(0),
             topics: AtomicU8::new(0),
         }
     }
 
-    /// Queue `message`; returns `false` if an older message had to be dropped for it.
+    /// Queue `message`; returns `false` if older messages had to be dropped for it.
     pub fn push(&self, message: Outgoing) -> bool {
-        let mut dropped = false;
+        self.push_counted(message) == 0
+    }
+
+    /// Queue `message`; returns how many older messages were dropped for it.
+    pub fn push_counted(&self, message: Outgoing) -> u64 {
+        let mut dropped = 0;
         {
-            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            if queue.len() >= self.capacity {
-                queue.pop_front();
-                dropped = true;
+            let mut guard = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let (queue, bytes) = &mut *guard;
+            let size = message.text.len();
+            while !queue.is_empty()
+                && (queue.len() >= self.capacity
+                    || bytes.saturating_add(size) > self.capacity_bytes)
+            {
+                if let Some(old) = queue.pop_front() {
+                    *bytes -= old.text.len();
+                }
+                dropped += 1;
             }
+            *bytes += size;
             queue.push_back(message);
         }
-        if dropped {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        if dropped > 0 {
+            self.dropped.fetch_add(dropped, Ordering::Relaxed);
         }
         self.notify.notify_one();
-        !dropped
+        dropped
     }
 
     pub fn pop(&self) -> Option<Outgoing> {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front()
+        let mut guard = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let (queue, bytes) = &mut *guard;
+        let message = queue.pop_front()?;
+        *bytes -= message.text.len();
+        Some(message)
+    }
+
+    /// Bytes of text queued now.
+    pub fn queued_bytes(&self) -> usize {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).1
     }
 
     /// Messages dropped since the client connected.
@@ -93,12 +123,29 @@ impl ClientQueue {
     }
 }
 
-/// A client's request to learn from the most recent window.
+/// What a [`FeedbackRequest`] asks of the DSP thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedbackAction {
+    /// One learning step with `label` (on the window of command `seq`, or the latest).
+    Learn,
+    /// Put the decoder back to the model the session started with (`label` is
+    /// [`FeedbackRequest::NO_LABEL`]).
+    Rollback,
+}
+
+/// A feedback-authorised client's request to learn from a window or to roll the model back.
 #[derive(Debug)]
 pub struct FeedbackRequest {
     pub label: usize,
     pub seq: Option<u64>,
     pub reply: Arc<ClientQueue>,
+    pub action: FeedbackAction,
+}
+
+impl FeedbackRequest {
+    /// The label of a rollback: out of range for every decoder, so a DSP side that does not
+    /// look at `action` refuses it rather than learning from it.
+    pub const NO_LABEL: usize = usize::MAX;
 }
 
 /// What the DSP thread and the client tasks share.
@@ -107,26 +154,43 @@ pub struct Hub {
     pub config: ServiceConfig,
     pub metrics: Arc<Metrics>,
     pub shutdown: Shutdown,
+    /// One permit per WebSocket client (`max_clients`), held by its session.
+    pub client_slots: Arc<Semaphore>,
+    /// The WebSocket sessions, so that shutdown waits for their close frames.
+    pub sessions: TaskTracker,
     /// The `hello` every new client gets first (decoder version updated by the DSP thread).
     hello: Mutex<Hello>,
     clients: Mutex<Vec<Arc<ClientQueue>>>,
     feedback: SyncSender<FeedbackRequest>,
+    /// The latest closed-loop `session` message, sent to new clients after `hello`.
+    session_state: Mutex<Option<Arc<str>>>,
+    /// The stream clock and the page paradigm's planned cues (set once by the runtime).
+    pub page: std::sync::OnceLock<Arc<crate::paradigm::PageLink>>,
 }
 
 impl Hub {
-    pub fn new(
-        config: ServiceConfig,
-        hello: Hello,
-        feedback: SyncSender<FeedbackRequest>,
-    ) -> Self {
+    pub fn new(config: ServiceConfig, hello: Hello, feedback: SyncSender<FeedbackRequest>) -> Self {
         Hub {
+            client_slots: Arc::new(Semaphore::new(config.max_clients)),
+            sessions: TaskTracker::new(),
             config,
             metrics: Arc::new(Metrics::default()),
             shutdown: Shutdown::new(),
             hello: Mutex::new(hello),
             clients: Mutex::new(Vec::new()),
             feedback,
+            session_state: Mutex::new(None),
+            page: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Change the `hello` new clients get (a model was loaded mid-session).
+    pub fn update_hello(&self, change: impl FnOnce(&mut Hello)) {
+        change(&mut self.hello.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    pub fn set_session_state(&self, json: Arc<str>) {
+        *self.session_state.lock().unwrap_or_else(|e| e.into_inner()) = Some(json);
     }
 
     /// The decoder version new clients are told about (after an online update).
@@ -152,11 +216,31 @@ impl Hub {
 
     /// Register a client; its queue starts with `hello`.
     pub fn connect(&self) -> Arc<ClientQueue> {
-        let client = Arc::new(ClientQueue::new(self.config.client_queue));
+        let client = Arc::new(ClientQueue::with_bytes(
+            self.config.client_queue,
+            self.config.client_queue_bytes,
+        ));
         client.push(Outgoing {
             text: ServerMessage::Hello(self.hello()).to_json().into(),
             arrived: None,
         });
+        let session = self
+            .session_state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(text) = session {
+            client.push(Outgoing {
+                text,
+                arrived: None,
+            });
+        }
+        if let Some(text) = self.page.get().and_then(|page| page.stage_message()) {
+            client.push(Outgoing {
+                text,
+                arrived: None,
+            });
+        }
         self.clients
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -172,7 +256,12 @@ impl Hub {
     }
 
     /// Send to every client (subscribed to `topic`, when given) without waiting.
-    pub fn broadcast(&self, message: &ServerMessage, topic: Option<Topic>, arrived: Option<Instant>) {
+    pub fn broadcast(
+        &self,
+        message: &ServerMessage,
+        topic: Option<Topic>,
+        arrived: Option<Instant>,
+    ) {
         self.broadcast_with(|| message.to_json().into(), topic, arrived);
     }
 
@@ -198,11 +287,12 @@ impl Hub {
             let message = serialised
                 .get_or_insert_with(|| text.take().expect("serialised once")())
                 .clone();
-            if !client.push(Outgoing {
+            let dropped = client.push_counted(Outgoing {
                 text: message,
                 arrived,
-            }) {
-                self.metrics.count_drop(DropReason::ClientQueue, 1);
+            });
+            if dropped > 0 {
+                self.metrics.count_drop(DropReason::ClientQueue, dropped);
             }
         }
     }
@@ -227,3 +317,33 @@ impl Hub {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(bytes: usize) -> Outgoing {
+        Outgoing {
+            text: "x".repeat(bytes).into(),
+            arrived: None,
+        }
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_and_keeps_the_newest() {
+        let queue = ClientQueue::with_bytes(1000, 10_000);
+        for _ in 0..9 {
+            assert_eq!(queue.push_counted(message(1000)), 0);
+        }
+        // The 11th KB does not fit: the oldest two go for one 2 KB message.
+        assert_eq!(queue.push_counted(message(2000)), 1);
+        assert_eq!(queue.queued_bytes(), 10_000);
+        assert_eq!(queue.push_counted(message(5000)), 5);
+        assert!(queue.queued_bytes() <= 10_000);
+        // Larger than the whole budget: delivered alone.
+        assert_eq!(queue.push_counted(message(20_000)), 5);
+        assert_eq!(queue.queued_bytes(), 20_000);
+        assert_eq!(queue.dropped(), 11);
+        assert_eq!(queue.pop().map(|m| m.text.len()), Some(20_000));
+        assert_eq!(queue.queued_bytes(), 0);
+    }
+}

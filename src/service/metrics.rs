@@ -25,9 +25,16 @@ pub enum DropReason {
     BadSamples,
     /// A chunk repeated samples already processed and was skipped (counted in samples).
     Duplicate,
+    /// An HTTP connection was closed to make room (`max_connections`), or refused.
+    MaxConnections,
+    /// Feedback or rollback from a connection without the feedback right, or over its rate.
+    FeedbackRefused,
+    /// A connection was closed for sending nothing within its timeout (header, HTTP idle,
+    /// WebSocket idle).
+    Timeout,
 }
 
-const REASONS: [(DropReason, &str); 8] = [
+const REASONS: [(DropReason, &str); 11] = [
     (DropReason::ClientQueue, "client_queue"),
     (DropReason::RateLimited, "rate_limited"),
     (DropReason::FeedbackQueue, "feedback_queue"),
@@ -36,6 +43,9 @@ const REASONS: [(DropReason, &str); 8] = [
     (DropReason::Recorder, "recorder"),
     (DropReason::BadSamples, "bad_samples"),
     (DropReason::Duplicate, "duplicate"),
+    (DropReason::MaxConnections, "max_connections"),
+    (DropReason::FeedbackRefused, "feedback_refused"),
+    (DropReason::Timeout, "timeout"),
 ];
 
 /// Upper bounds of the latency histogram buckets, seconds.
@@ -53,7 +63,9 @@ pub struct Metrics {
     pub feedback_applied: AtomicU64,
     pub clients: AtomicU64,
     pub connections_total: AtomicU64,
-    drops: [AtomicU64; 8],
+    /// Open HTTP connections (not yet or never WebSocket clients).
+    pub http_connections: AtomicU64,
+    drops: [AtomicU64; REASONS.len()],
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_ns: AtomicU64,
@@ -150,6 +162,11 @@ impl Metrics {
             out,
             "# HELP neurostream_websocket_clients Connected WebSocket clients.\n# TYPE neurostream_websocket_clients gauge\nneurostream_websocket_clients {}",
             get(&self.clients)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP neurostream_http_connections Open HTTP connections not (yet) WebSocket clients.\n# TYPE neurostream_http_connections gauge\nneurostream_http_connections {}",
+            get(&self.http_connections)
         );
         let name = "neurostream_command_latency_seconds";
         let _ = writeln!(

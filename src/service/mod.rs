@@ -28,6 +28,7 @@ pub mod server;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use runtime::Service;
 
@@ -48,6 +49,29 @@ pub struct ServiceConfig {
     pub allowed_origins: Vec<String>,
     /// Messages queued per client before its oldest ones are dropped.
     pub client_queue: usize,
+    /// Bytes queued per client before its oldest messages are dropped (whichever of this and
+    /// `client_queue` is reached first); one message larger than this is still delivered alone.
+    pub client_queue_bytes: usize,
+    /// Open HTTP connections that have not become WebSocket clients; at the cap the oldest
+    /// idle one is closed for a new one.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this time, else the connection is closed.
+    pub header_timeout: Duration,
+    /// An HTTP connection with no request in flight is closed after this time.
+    pub idle_timeout: Duration,
+    /// A WebSocket client that sends nothing (not even a pong to our pings) for this long is
+    /// closed with 1001 and its place among `max_clients` freed.
+    pub ws_idle_timeout: Duration,
+    /// `Host` names accepted besides IP literals and `localhost` (`"*"`: any); others get 421
+    /// (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// Feedback and rollback are refused unless this is set.
+    pub allow_feedback: bool,
+    /// When set, feedback needs it (`X-Feedback-Token: T` or `?feedback_token=T`); when not,
+    /// a client authenticated with `token` may send feedback.
+    pub feedback_token: Option<String>,
+    /// Feedback or rollback messages per client per minute.
+    pub feedback_per_minute: u32,
     /// Largest client message, bytes; larger ones close the connection with code 1009.
     pub max_message_bytes: usize,
     /// Client messages per second (token bucket, burst of the same size); more get an
@@ -65,6 +89,15 @@ impl Default for ServiceConfig {
             max_clients: 64,
             allowed_origins: Vec::new(),
             client_queue: 256,
+            client_queue_bytes: 1024 * 1024,
+            max_connections: 256,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            ws_idle_timeout: Duration::from_secs(60),
+            allowed_hosts: Vec::new(),
+            allow_feedback: false,
+            feedback_token: None,
+            feedback_per_minute: 30,
             max_message_bytes: 64 * 1024,
             client_messages_per_second: 50,
             record: None,
@@ -92,6 +125,40 @@ impl ServiceConfig {
         }
         if matches!(&self.token, Some(t) if t.is_empty()) {
             return bad("token is empty; give a non-empty token or none".into());
+        }
+        if matches!(&self.feedback_token, Some(t) if t.is_empty()) {
+            return bad("feedback_token is empty; give a non-empty token or none".into());
+        }
+        if self.client_queue_bytes < 4096 {
+            return bad(format!(
+                "client_queue_bytes = {}; allowed: at least 4096",
+                self.client_queue_bytes
+            ));
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections = 0; allowed: at least 1".into());
+        }
+        for (name, value) in [
+            ("header_timeout", self.header_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("ws_idle_timeout", self.ws_idle_timeout),
+        ] {
+            if value < Duration::from_millis(100) {
+                return bad(format!(
+                    "{name} = {} s; allowed: at least 0.1 s",
+                    value.as_secs_f64()
+                ));
+            }
+        }
+        if self.allow_feedback && self.token.is_none() && self.feedback_token.is_none() {
+            return bad(
+                "allow_feedback without token or feedback_token would let anyone who reaches \
+                 the port train the decoder; give --feedback-token (or --token)"
+                    .into(),
+            );
+        }
+        if self.feedback_per_minute == 0 {
+            return bad("feedback_per_minute = 0; allowed: at least 1".into());
         }
         Ok(())
     }

@@ -18,9 +18,38 @@ pub enum ServerMessage {
     Features(Features),
     Signal(Signal),
     Learned(Learned),
+    /// Reply to `rollback`: the decoder is the calibrated model again.
+    RolledBack(RolledBack),
     Subscribed(Subscribed),
     Pong(Pong),
     Error(ErrorMessage),
+    /// Where the closed loop is: calibrating (trials so far), training, online (CV score,
+    /// online hit rate, the last trial).
+    Session(crate::closed_loop::LoopState),
+    /// A planned paradigm trial (page cues), announced before its fixation starts; times
+    /// on the stream's clock.
+    Cue(crate::paradigm::PlannedCue),
+    /// The paradigm's stage changed.
+    Paradigm(ParadigmStatus),
+    /// Answer to the client's `clock_sync`: the stream time when the service handled it.
+    ClockSync(ClockSyncReply),
+    /// A page reported a cue's paint: its marker → paint offset and the running p50/p99.
+    CueTiming(crate::paradigm::PaintReport),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParadigmStatus {
+    pub stage: crate::paradigm::Stage,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClockSyncReply {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<serde_json::Value>,
+    /// The client's clock when it sent the request, echoed.
+    pub client_time: f64,
+    /// Stream-clock seconds (newest sample's timestamp + time since its chunk arrived).
+    pub stream_time: f64,
 }
 
 /// First message on every connection.
@@ -149,6 +178,12 @@ pub struct Learned {
     pub seq: Option<u64>,
 }
 
+/// Reply to `rollback`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolledBack {
+    pub decoder_version: Option<u64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Subscribed {
     pub topics: Vec<Topic>,
@@ -179,6 +214,8 @@ pub enum ErrorCode {
     RateLimited,
     /// The server could not take the request now (feedback queue full); retry later.
     Busy,
+    /// This connection may not do that (feedback or rollback without the feedback right).
+    Forbidden,
 }
 
 /// Optional data streams a client can subscribe to.
@@ -219,16 +256,75 @@ pub enum ClientMessage {
         #[serde(default)]
         id: Option<serde_json::Value>,
     },
+    /// Put the decoder back to the model the session started with (feedback right needed).
+    Rollback {},
+    /// Ask for the stream clock; `client_time` (any unit, e.g. `performance.now()` ms) is
+    /// echoed so the client can measure the round trip.
+    ClockSync {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        client_time: f64,
+    },
+    /// The page drew cue `trial` in the animation frame at stream time `paint_time` (s).
+    CuePainted {
+        trial: u64,
+        paint_time: f64,
+    },
 }
 
 /// Known client message types, for telling `unknown_type` from `bad_request`.
-pub const CLIENT_TYPES: &[&str] = &["feedback", "subscribe", "unsubscribe", "ping"];
+pub const CLIENT_TYPES: &[&str] = &[
+    "feedback",
+    "subscribe",
+    "unsubscribe",
+    "ping",
+    "rollback",
+    "clock_sync",
+    "cue_painted",
+];
+
+/// Characters of client input quoted back in an error, at most: a reply never grows with
+/// what a client sends.
+pub const QUOTE_CHARS: usize = 32;
+
+/// `input` for an error message: at most [`QUOTE_CHARS`] characters, control characters and
+/// quotes escaped, `…` when cut.
+pub fn quote(input: &str) -> String {
+    let mut out = String::with_capacity(QUOTE_CHARS + 8);
+    out.push('"');
+    for (i, c) in input.chars().enumerate() {
+        if i == QUOTE_CHARS {
+            out.push('…');
+            break;
+        }
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.push('?'),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A parser's message, which may quote the input (serde: "unknown variant `...`"), cut to a
+/// fixed length.
+fn bounded(detail: impl std::fmt::Display) -> String {
+    let text = detail.to_string();
+    match text.char_indices().nth(4 * QUOTE_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text,
+    }
+}
 
 /// Parse a client text message, or the error to send back.
 pub fn parse_client(text: &str) -> Result<ClientMessage, ErrorMessage> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ErrorMessage {
         code: ErrorCode::Malformed,
-        message: format!("not valid JSON: {e}"),
+        message: format!("not valid JSON: {}", bounded(e)),
     })?;
     let Some(kind) = value
         .get("type")
@@ -244,14 +340,15 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ErrorMessage> {
         return Err(ErrorMessage {
             code: ErrorCode::UnknownType,
             message: format!(
-                "unknown message type {kind:?}; allowed: {}",
+                "unknown message type {}; allowed: {}",
+                quote(&kind),
                 CLIENT_TYPES.join(", ")
             ),
         });
     }
     serde_json::from_value(value).map_err(|e| ErrorMessage {
         code: ErrorCode::BadRequest,
-        message: format!("invalid {kind:?} message: {e}"),
+        message: format!("invalid {kind:?} message: {}", bounded(e)),
     })
 }
 
@@ -296,6 +393,27 @@ mod tests {
         assert_eq!(
             parse_client(r#"{"type":"feedback"}"#).unwrap_err().code,
             ErrorCode::BadRequest
+        );
+    }
+
+    #[test]
+    fn errors_quote_little_of_the_input() {
+        let huge = format!(r#"{{"type":"{}"}}"#, "\\u0000x".repeat(10_000));
+        let error = parse_client(&huge).unwrap_err();
+        assert_eq!(error.code, ErrorCode::UnknownType);
+        assert!(error.message.len() < 300, "{}", error.message);
+        let bad_topic = format!(
+            r#"{{"type":"subscribe","topics":["{}"]}}"#,
+            "a".repeat(50_000)
+        );
+        let error = parse_client(&bad_topic).unwrap_err();
+        assert_eq!(error.code, ErrorCode::BadRequest);
+        assert!(error.message.len() < 700, "{}", error.message);
+        assert_eq!(quote("a\"b\n"), r#""a\"b?""#);
+        assert_eq!(quote(&"é".repeat(40)).chars().count(), QUOTE_CHARS + 3);
+        assert_eq!(
+            parse_client(r#"{"type":"rollback"}"#).unwrap(),
+            ClientMessage::Rollback {}
         );
     }
 

@@ -3,33 +3,38 @@
 //! - The **source thread** calls the blocking [`Source::next_item`] and sends each item, with
 //!   its arrival time, into a bounded channel (it blocks when the DSP thread is behind: that
 //!   is back-pressure on a finite source, never on a client).
-//! - The **DSP thread** runs [`Pipeline::process`] and [`Controller::decide`], serialises each
-//!   message once and pushes it into every client's [`ClientQueue`] without waiting; between
-//!   chunks it applies client feedback from a second bounded channel.
+//! - The **DSP thread** drives the session [`Engine`] (pipeline, controller, feedback — the
+//!   same engine `replay` and `evaluate --online` run), serialises each message once and
+//!   pushes it into every client's queue ([`super::hub`]) without waiting; between items it
+//!   applies client feedback from a second bounded channel.
 //! - The **client tasks** (see [`super::server`]) drain their own queue onto the socket.
 //! - With [`ServiceConfig::record`], the DSP thread also hands every raw chunk, marker batch,
 //!   command and feedback step to a [`Recorder`] (its own thread, bounded channel, never
 //!   waited for; see [`crate::record`]).
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Instant;
 
 use rand::Rng;
 
-use super::hub::{FeedbackRequest, Hub, Outgoing};
+use super::hub::{FeedbackAction, FeedbackRequest, Hub, Outgoing};
 use super::metrics::{DropReason, Metrics};
 use super::protocol::{
     self, DecoderDescription, ErrorCode, Hello, Limits, ServerMessage, Status, StatusEvent,
     StreamDescription, Topic,
 };
 use super::{ServiceConfig, Shutdown};
+use crate::closed_loop::{ClosedLoop, LoopState};
 use crate::control::Controller;
+use crate::engine::{CommandEvent, Engine, EngineSink, Learned, SessionEvent};
 use crate::error::{Error, Result};
-use crate::pipeline::{Pipeline, RecentCommands, RejectKind};
-use crate::record::{RecordSummary, Recorder, SessionEvent};
+use crate::pipeline::{Pipeline, RejectKind, Rejected, WindowFeatures};
+use crate::record::{RecordSummary, Recorder};
 use crate::source::{Source, SourceItem, StreamStatus};
+use crate::stream::{Chunk, Event};
 
 /// Items in flight from the source thread to the DSP thread.
 pub const SOURCE_CHANNEL: usize = 64;
@@ -50,6 +55,8 @@ pub struct DspSummary {
     pub recording: Option<RecordSummary>,
     /// Items the recorder could not take (it fell behind); 0 on a healthy disk.
     pub recorder_dropped: u64,
+    /// Closed loop: online cued trials decided and how many were right.
+    pub online_trials: Option<(usize, usize)>,
 }
 
 /// A running service: the source and DSP threads and the HTTP/WebSocket server.
@@ -67,9 +74,20 @@ impl Service {
     /// [`Service::shutdown`] or when a finite source ends.
     pub async fn start(
         config: ServiceConfig,
-        mut source: Box<dyn Source>,
+        source: Box<dyn Source>,
         pipeline: Pipeline,
         controller: Option<Controller>,
+    ) -> Result<Service> {
+        Self::start_session(config, source, Engine::new(pipeline, controller), None).await
+    }
+
+    /// [`Service::start`] with a session engine and, for a session that calibrates or runs
+    /// cued trials, its [`ClosedLoop`].
+    pub async fn start_session(
+        config: ServiceConfig,
+        mut source: Box<dyn Source>,
+        engine: Engine,
+        closed_loop: Option<ClosedLoop>,
     ) -> Result<Service> {
         config.validate()?;
         let listener = tokio::net::TcpListener::bind(config.bind)
@@ -88,11 +106,11 @@ impl Service {
                     record,
                     &info,
                     source.marker_info(),
-                    controller.is_some() && !pipeline.class_names().is_empty(),
+                    engine.decides() || closed_loop.is_some(),
                 )
             })
             .transpose()?;
-        let hello = Hello {
+        let mut hello = Hello {
             protocol: protocol::PROTOCOL_VERSION,
             session: format!("{:016x}", rand::thread_rng().gen::<u64>()),
             stream: StreamDescription {
@@ -101,26 +119,24 @@ impl Service {
                 rate: info.nominal_rate,
                 channel_count: info.channel_count(),
             },
-            channels: pipeline.output_info().labels().map(str::to_owned).collect(),
-            classes: pipeline.class_names().to_vec(),
-            features: pipeline.feature_names().to_vec(),
-            decoder: pipeline.decoder().map(|d| DecoderDescription {
-                kind: match d {
-                    crate::decoder::AnyDecoder::Lda(_) => "lda",
-                    crate::decoder::AnyDecoder::Svm(_) => "svm",
-                    crate::decoder::AnyDecoder::Mlp(_) => "mlp",
-                }
-                .into(),
-                version: pipeline.decoder_version(),
-            }),
+            channels: Vec::new(),
+            classes: Vec::new(),
+            features: Vec::new(),
+            decoder: None,
             limits: Limits {
                 max_message_bytes: config.max_message_bytes,
                 messages_per_second: config.client_messages_per_second,
                 queue: config.client_queue,
             },
         };
+        describe(&engine, &mut hello);
         let (feedback_tx, feedback_rx) = mpsc::sync_channel(FEEDBACK_CHANNEL);
         let hub = Arc::new(Hub::new(config, hello, feedback_tx));
+        let page = closed_loop
+            .as_ref()
+            .and_then(ClosedLoop::page_link)
+            .unwrap_or_default();
+        let _ = hub.page.set(page);
 
         let (items_tx, items_rx) =
             mpsc::sync_channel::<(Result<SourceItem>, Instant)>(SOURCE_CHANNEL);
@@ -150,8 +166,8 @@ impl Service {
                 let mut recorder = recorder;
                 let mut result = dsp_loop(
                     &dsp_hub,
-                    pipeline,
-                    controller,
+                    engine,
+                    closed_loop,
                     items_rx,
                     feedback_rx,
                     &mut recorder,
@@ -219,26 +235,42 @@ impl Service {
     }
 }
 
+/// What a client's `hello` says about the engine's pipeline (after a model is loaded too).
+fn describe(engine: &Engine, hello: &mut Hello) {
+    let pipeline = engine.pipeline();
+    hello.channels = pipeline.output_info().labels().map(str::to_owned).collect();
+    hello.classes = pipeline.class_names().to_vec();
+    hello.features = pipeline.feature_names().to_vec();
+    hello.decoder = pipeline.decoder().map(|d| DecoderDescription {
+        kind: match d {
+            crate::decoder::AnyDecoder::Lda(_) => "lda",
+            crate::decoder::AnyDecoder::Svm(_) => "svm",
+            crate::decoder::AnyDecoder::Mlp(_) => "mlp",
+        }
+        .into(),
+        version: pipeline.decoder_version(),
+    });
+}
+
 fn dsp_loop(
     hub: &Hub,
-    mut pipeline: Pipeline,
-    mut controller: Option<Controller>,
+    mut engine: Engine,
+    mut closed_loop: Option<ClosedLoop>,
     items: Receiver<(Result<SourceItem>, Instant)>,
     feedback: Receiver<FeedbackRequest>,
     recorder: &mut Option<Recorder>,
 ) -> Result<DspSummary> {
-    let metrics = &hub.metrics;
-    let mut summary = DspSummary::default();
-    // Stream time of the newest sample processed: where session events sit in the recording.
-    let mut now = 0.0;
-    let recorder_drop = |recorded: bool| {
-        if !recorded {
-            metrics.count_drop(DropReason::Recorder, 1);
-        }
+    if let Some(state) = closed_loop.as_ref().map(ClosedLoop::state) {
+        announce(hub, &engine, &state, false);
+    }
+    let mut sink = ServiceSink {
+        hub,
+        recorder,
+        arrived: Instant::now(),
+        want_features: false,
+        want_signal: false,
+        reply: None,
     };
-    let mut seq = 0u64;
-    let mut recent = RecentCommands::new(pipeline.feature_names().len());
-    let rate = pipeline.output_info().nominal_rate;
     loop {
         // A live stream can go quiet for minutes (headset off): wake up regularly so that
         // shutdown and client feedback are still served.
@@ -248,15 +280,10 @@ fn dsp_loop(
                 if hub.shutdown.is_triggered() {
                     break;
                 }
-                apply_feedback(
-                    hub,
-                    &mut pipeline,
-                    &feedback,
-                    &mut summary,
-                    recorder,
-                    &recent,
-                    now,
-                );
+                // A model may finish training while the stream is quiet.
+                step_paradigm(hub, &mut engine, closed_loop.as_mut(), &mut sink)?;
+                step_closed_loop(hub, &mut engine, closed_loop.as_mut(), &mut sink)?;
+                apply_feedback(&mut engine, &feedback, &mut sink)?;
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -264,216 +291,320 @@ fn dsp_loop(
         if hub.shutdown.is_triggered() {
             break;
         }
-        match item? {
-            SourceItem::Chunk(mut chunk) => {
-                // Raw samples, before the pipeline filters them in place.
-                if let Some(recorder) = recorder.as_mut() {
-                    recorder_drop(recorder.chunk(&chunk));
-                }
-                now = chunk.last_timestamp().unwrap_or(now);
-                summary.chunks += 1;
-                summary.samples += chunk.samples() as u64;
-                Metrics::add(&metrics.chunks_in, 1);
-                Metrics::add(&metrics.samples_in, chunk.samples() as u64);
-                let want_features = hub.any_subscribed(Topic::Features);
-                let rejected = pipeline.process(&mut chunk, |window| {
-                    summary.windows += 1;
-                    Metrics::add(&metrics.windows_processed, 1);
-                    if want_features {
-                        hub.broadcast(
-                            &ServerMessage::Features(protocol::Features {
-                                timestamp: window.end_timestamp,
-                                values: window.values.to_vec(),
-                                probabilities: window.probabilities.map(<[f64]>::to_vec),
-                            }),
-                            Some(Topic::Features),
-                            None,
-                        );
-                    }
-                    let (Some(controller), Some(probabilities)) =
-                        (controller.as_mut(), window.probabilities)
-                    else {
-                        return;
-                    };
-                    if let Some(decision) = controller.decide(window.end_timestamp, probabilities) {
-                        seq += 1;
-                        recent.remember(seq, window.values);
-                        summary.commands += 1;
-                        Metrics::add(&metrics.commands_out, 1);
-                        let json = ServerMessage::Command(protocol::Command {
-                            seq,
-                            command: decision.command.to_owned(),
-                            class: decision.class.to_owned(),
-                            class_index: decision.class_index,
-                            confidence: decision.confidence,
-                            probabilities: probabilities.to_vec(),
-                            timestamp: window.end_timestamp,
-                            latency_ms: arrived.elapsed().as_secs_f64() * 1e3,
-                        })
-                        .to_json();
-                        let text: Arc<str> = json.as_str().into();
-                        if let Some(recorder) = recorder.as_mut() {
-                            recorder_drop(recorder.command(window.end_timestamp, json));
-                        }
-                        hub.broadcast_text(text, None, Some(arrived));
-                    }
-                });
-                if let Some(rejected) = rejected {
-                    // The pipeline has reset itself; the controller's dwell count must not
-                    // bridge the hole either.
-                    if let Some(c) = controller.as_mut() {
-                        c.reset();
-                    }
-                    tracing::warn!("{}", rejected.reason);
-                    let reason = match rejected.kind {
-                        RejectKind::BadValues => DropReason::BadSamples,
-                        RejectKind::Duplicate => DropReason::Duplicate,
-                    };
-                    metrics.count_drop(reason, rejected.samples as u64);
-                    if let (Some(recorder), RejectKind::BadValues) =
-                        (recorder.as_mut(), rejected.kind)
-                    {
-                        let event = SessionEvent::Reset {
-                            after_samples: summary.samples,
-                            reason: rejected.reason.clone(),
-                        };
-                        recorder_drop(recorder.session(now, &event));
-                    }
-                    hub.broadcast(
-                        &ServerMessage::Status(Status {
-                            reason: Some(rejected.reason),
-                            samples: Some(rejected.samples as u64),
-                            ..Status::event(StatusEvent::SamplesDropped)
-                        }),
-                        None,
-                        None,
-                    );
-                } else if !chunk.is_empty() && hub.any_subscribed(Topic::Signal) {
-                    let values = (0..chunk.channels())
-                        .map(|c| chunk.channel(c).to_vec())
-                        .collect();
-                    hub.broadcast(
-                        &ServerMessage::Signal(protocol::Signal {
-                            timestamp: chunk.timestamps()[0],
-                            rate,
-                            values,
-                        }),
-                        Some(Topic::Signal),
-                        None,
-                    );
-                }
-            }
-            SourceItem::Events(events) => {
-                if let Some(recorder) = recorder.as_mut() {
-                    recorder_drop(recorder.markers(events));
-                }
-            }
-            SourceItem::Status(status) => {
-                let message = match status {
-                    StreamStatus::Lost { reason } => {
-                        if let Some(recorder) = recorder.as_mut() {
-                            let event = SessionEvent::Reset {
-                                after_samples: summary.samples,
-                                reason: reason.clone(),
-                            };
-                            recorder_drop(recorder.session(now, &event));
-                        }
-                        pipeline.reset();
-                        if let Some(c) = controller.as_mut() {
-                            c.reset();
-                        }
-                        Status {
-                            reason: Some(reason),
-                            ..Status::event(StatusEvent::StreamLost)
-                        }
-                    }
-                    StreamStatus::Regained => Status::event(StatusEvent::StreamRegained),
-                    StreamStatus::Dropped { samples, reason } => {
-                        metrics.count_drop(DropReason::SourceSamples, samples);
-                        Status {
-                            reason: Some(reason),
-                            samples: Some(samples),
-                            ..Status::event(StatusEvent::SamplesDropped)
-                        }
-                    }
-                };
-                hub.broadcast(&ServerMessage::Status(message), None, None);
+        sink.arrived = arrived;
+        sink.want_features = hub.any_subscribed(Topic::Features);
+        sink.want_signal = hub.any_subscribed(Topic::Signal);
+        let item = item?;
+        if let (SourceItem::Chunk(chunk), Some(page)) = (&item, hub.page.get()) {
+            if let Some(newest) = chunk.last_timestamp() {
+                page.clock.update(newest, arrived);
             }
         }
-        apply_feedback(
-            hub,
-            &mut pipeline,
-            &feedback,
-            &mut summary,
-            recorder,
-            &recent,
-            now,
+        if let Some(closed_loop) = closed_loop.as_mut() {
+            closed_loop.observe(&item);
+        }
+        engine.on_item(item, &mut sink)?;
+        // Cues reached by this chunk go in before the loop checks its trials.
+        step_paradigm(hub, &mut engine, closed_loop.as_mut(), &mut sink)?;
+        step_closed_loop(hub, &mut engine, closed_loop.as_mut(), &mut sink)?;
+        apply_feedback(&mut engine, &feedback, &mut sink)?;
+        if closed_loop
+            .as_ref()
+            .is_some_and(|c| c.paradigm_complete(engine.now()))
+        {
+            tracing::info!("every cued trial has been run and decided: ending the session");
+            break;
+        }
+    }
+    if let Some(timing) = hub.page.get().and_then(|page| page.timing()) {
+        tracing::info!(
+            "cue timing, marker → page paint (requestAnimationFrame time; display latency \
+             not included): n = {}, p50 {:+.1} ms, p99 {:+.1} ms, max |offset| {:.1} ms",
+            timing.count,
+            timing.p50_ms,
+            timing.p99_ms,
+            timing.max_abs_ms
         );
     }
-    Ok(summary)
+    let totals = engine.summary();
+    Ok(DspSummary {
+        chunks: totals.chunks,
+        samples: totals.samples,
+        windows: totals.windows,
+        commands: totals.commands,
+        feedback_applied: totals.feedback_applied,
+        recording: None,
+        recorder_dropped: 0,
+        online_trials: closed_loop.as_ref().map(ClosedLoop::online_score),
+    })
 }
 
-/// Learn from the feedback that clients have sent since the last chunk, and answer each.
-fn apply_feedback(
+fn step_closed_loop(
     hub: &Hub,
-    pipeline: &mut Pipeline,
-    feedback: &Receiver<FeedbackRequest>,
-    summary: &mut DspSummary,
-    recorder: &mut Option<Recorder>,
-    recent: &RecentCommands,
-    now: f64,
-) {
-    while let Ok(request) = feedback.try_recv() {
-        let applied = match request.seq {
-            None => pipeline.learn(request.label),
-            Some(seq) => match recent.features(seq) {
-                Some(features) => pipeline.learn_from(features, request.label),
-                None => {
-                    request.reply.push(Outgoing {
-                        text: ServerMessage::error(
-                            ErrorCode::BadRequest,
-                            format!(
-                                "feedback for command seq {seq}: not among the last {} \
-                                 commands; nothing learned",
-                                RecentCommands::CAPACITY
-                            ),
-                        )
-                        .to_json()
-                        .into(),
-                        arrived: None,
-                    });
-                    continue;
-                }
-            },
-        };
-        // Recorded with the sample count it follows, so a replay learns at the same point.
-        if let Some(recorder) = recorder.as_mut() {
-            let event = SessionEvent::Feedback {
-                after_samples: summary.samples,
-                label: request.label,
-                applied,
-                seq: request.seq,
-            };
-            if !recorder.session(now, &event) {
-                hub.metrics.count_drop(DropReason::Recorder, 1);
-            }
+    engine: &mut Engine,
+    closed_loop: Option<&mut ClosedLoop>,
+    sink: &mut ServiceSink<'_>,
+) -> Result<()> {
+    if let Some(closed_loop) = closed_loop {
+        if let Some(state) = closed_loop.step(engine, sink)? {
+            let model_loaded = closed_loop.take_model_loaded();
+            announce(hub, engine, &state, model_loaded);
         }
-        if applied {
-            summary.feedback_applied += 1;
-            Metrics::add(&hub.metrics.feedback_applied, 1);
-        }
-        let version = pipeline.decoder_version();
-        hub.set_decoder_version(version);
-        request.reply.push(Outgoing {
-            text: ServerMessage::Learned(protocol::Learned {
-                class: pipeline.class_names()[request.label].clone(),
-                applied,
-                decoder_version: version,
-                seq: request.seq,
-            })
+    }
+    Ok(())
+}
+
+/// Run the page paradigm: announce newly planned trials and stage changes, and inject the
+/// cue markers the stream has reached into the closed loop and the engine (which records
+/// them), right after the chunk that reached them, where a replay delivers them too.
+fn step_paradigm(
+    hub: &Hub,
+    engine: &mut Engine,
+    closed_loop: Option<&mut ClosedLoop>,
+    sink: &mut ServiceSink<'_>,
+) -> Result<()> {
+    let Some(closed_loop) = closed_loop.filter(|c| c.paradigm().is_some()) else {
+        return Ok(());
+    };
+    let newest = (engine.summary().samples > 0).then(|| engine.now());
+    let now = hub.page.get().and_then(|page| page.clock.now());
+    let page_connected = hub.metrics.clients.load(Ordering::Relaxed) > 0;
+    let out = closed_loop.step_paradigm(newest, now, page_connected);
+    if let Some(stage) = out.stage {
+        tracing::info!("paradigm: {stage:?}");
+        let text: Arc<str> = ServerMessage::Paradigm(protocol::ParadigmStatus { stage })
             .to_json()
-            .into(),
-            arrived: None,
+            .into();
+        if let Some(page) = hub.page.get() {
+            page.set_stage_message(text.clone());
+        }
+        hub.broadcast_text(text, None, None);
+    }
+    for planned in out.planned {
+        hub.broadcast(&ServerMessage::Cue(planned), None, None);
+    }
+    if !out.due.is_empty() {
+        closed_loop.observe_cues(&out.due);
+        engine.on_item(SourceItem::Events(out.due), sink)?;
+    }
+    Ok(())
+}
+
+/// Tell the clients (and those that connect later) where the closed loop is; after a model
+/// was loaded, new clients' `hello` describes it.
+fn announce(hub: &Hub, engine: &Engine, state: &LoopState, model_loaded: bool) {
+    if model_loaded {
+        hub.update_hello(|hello| describe(engine, hello));
+    }
+    let message = ServerMessage::Session(state.clone());
+    hub.set_session_state(message.to_json().into());
+    hub.broadcast(&message, None, None);
+}
+
+/// Learn from the feedback that clients have sent since the last item, and answer each.
+fn apply_feedback(
+    engine: &mut Engine,
+    feedback: &Receiver<FeedbackRequest>,
+    sink: &mut ServiceSink<'_>,
+) -> Result<()> {
+    while let Ok(request) = feedback.try_recv() {
+        if request.action == FeedbackAction::Rollback {
+            let reply = if engine.rollback(sink)? {
+                let version = engine.pipeline().decoder_version();
+                sink.hub.set_decoder_version(version);
+                tracing::info!("decoder rolled back to the calibrated model");
+                ServerMessage::RolledBack(protocol::RolledBack {
+                    decoder_version: version,
+                })
+            } else {
+                ServerMessage::error(ErrorCode::BadRequest, "no decoder to roll back")
+            };
+            request.reply.push(Outgoing {
+                text: reply.to_json().into(),
+                arrived: None,
+            });
+            continue;
+        }
+        sink.reply = Some(request.reply.clone());
+        let outcome = engine.feedback(request.label, request.seq, sink);
+        sink.reply = None;
+        if let Err(refusal) = outcome? {
+            request.reply.push(Outgoing {
+                text: ServerMessage::error(ErrorCode::BadRequest, refusal.to_string())
+                    .to_json()
+                    .into(),
+                arrived: None,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What the DSP thread does with the engine's output: metrics, client broadcasts, the
+/// recording.
+struct ServiceSink<'a> {
+    hub: &'a Hub,
+    recorder: &'a mut Option<Recorder>,
+    /// When the item being processed arrived from the source (command latency).
+    arrived: Instant,
+    want_features: bool,
+    want_signal: bool,
+    /// The client whose feedback is being applied.
+    reply: Option<Arc<super::hub::ClientQueue>>,
+}
+
+impl ServiceSink<'_> {
+    fn recorded(&self, accepted: bool) {
+        if !accepted {
+            self.hub.metrics.count_drop(DropReason::Recorder, 1);
+        }
+    }
+
+    fn broadcast_status(&self, status: Status) {
+        self.hub
+            .broadcast(&ServerMessage::Status(status), None, None);
+    }
+}
+
+impl EngineSink for ServiceSink<'_> {
+    fn raw_chunk(&mut self, chunk: &Chunk) -> Result<()> {
+        // Raw samples, before the pipeline filters them in place.
+        if let Some(recorder) = self.recorder.as_mut() {
+            let accepted = recorder.chunk(chunk);
+            self.recorded(accepted);
+        }
+        let metrics = &self.hub.metrics;
+        Metrics::add(&metrics.chunks_in, 1);
+        Metrics::add(&metrics.samples_in, chunk.samples() as u64);
+        Ok(())
+    }
+
+    fn filtered_chunk(&mut self, chunk: &Chunk, rate: f64) -> Result<()> {
+        if self.want_signal {
+            let values = (0..chunk.channels())
+                .map(|c| chunk.channel(c).to_vec())
+                .collect();
+            self.hub.broadcast(
+                &ServerMessage::Signal(protocol::Signal {
+                    timestamp: chunk.timestamps()[0],
+                    rate,
+                    values,
+                }),
+                Some(Topic::Signal),
+                None,
+            );
+        }
+        Ok(())
+    }
+
+    fn window(&mut self, window: WindowFeatures<'_>, _marker: Option<&str>) -> Result<()> {
+        Metrics::add(&self.hub.metrics.windows_processed, 1);
+        if self.want_features {
+            self.hub.broadcast(
+                &ServerMessage::Features(protocol::Features {
+                    timestamp: window.end_timestamp,
+                    values: window.values.to_vec(),
+                    probabilities: window.probabilities.map(<[f64]>::to_vec),
+                }),
+                Some(Topic::Features),
+                None,
+            );
+        }
+        Ok(())
+    }
+
+    fn command(&mut self, command: &CommandEvent<'_>) -> Result<()> {
+        Metrics::add(&self.hub.metrics.commands_out, 1);
+        let json = ServerMessage::Command(protocol::Command {
+            seq: command.seq,
+            command: command.decision.command.to_owned(),
+            class: command.decision.class.to_owned(),
+            class_index: command.decision.class_index,
+            confidence: command.decision.confidence,
+            probabilities: command.probabilities.to_vec(),
+            timestamp: command.timestamp,
+            latency_ms: self.arrived.elapsed().as_secs_f64() * 1e3,
+        })
+        .to_json();
+        let text: Arc<str> = json.as_str().into();
+        if let Some(recorder) = self.recorder.as_mut() {
+            let accepted = recorder.command(command.timestamp, json);
+            self.recorded(accepted);
+        }
+        self.hub.broadcast_text(text, None, Some(self.arrived));
+        Ok(())
+    }
+
+    fn events(&mut self, events: &[Event]) -> Result<()> {
+        if let Some(recorder) = self.recorder.as_mut() {
+            let accepted = recorder.markers(events.to_vec());
+            self.recorded(accepted);
+        }
+        Ok(())
+    }
+
+    fn status(&mut self, status: &StreamStatus) -> Result<()> {
+        let message = match status {
+            StreamStatus::Lost { reason } => Status {
+                reason: Some(reason.clone()),
+                ..Status::event(StatusEvent::StreamLost)
+            },
+            StreamStatus::Regained => Status::event(StatusEvent::StreamRegained),
+            StreamStatus::Dropped { samples, reason } => {
+                self.hub
+                    .metrics
+                    .count_drop(DropReason::SourceSamples, *samples);
+                Status {
+                    reason: Some(reason.clone()),
+                    samples: Some(*samples),
+                    ..Status::event(StatusEvent::SamplesDropped)
+                }
+            }
+        };
+        self.broadcast_status(message);
+        Ok(())
+    }
+
+    fn refused(&mut self, rejected: &Rejected) -> Result<()> {
+        let reason = match rejected.kind {
+            RejectKind::BadValues => DropReason::BadSamples,
+            RejectKind::Duplicate => DropReason::Duplicate,
+        };
+        self.hub.metrics.count_drop(reason, rejected.samples as u64);
+        self.broadcast_status(Status {
+            reason: Some(rejected.reason.clone()),
+            samples: Some(rejected.samples as u64),
+            ..Status::event(StatusEvent::SamplesDropped)
         });
+        Ok(())
+    }
+
+    fn session_event(&mut self, timestamp: f64, event: &SessionEvent) -> Result<()> {
+        if let Some(recorder) = self.recorder.as_mut() {
+            let accepted = recorder.session(timestamp, event);
+            self.recorded(accepted);
+        }
+        Ok(())
+    }
+
+    fn learned(&mut self, learned: &Learned<'_>) -> Result<()> {
+        if learned.applied {
+            Metrics::add(&self.hub.metrics.feedback_applied, 1);
+        }
+        self.hub.set_decoder_version(learned.decoder_version);
+        if let Some(reply) = &self.reply {
+            reply.push(Outgoing {
+                text: ServerMessage::Learned(protocol::Learned {
+                    class: learned.class.to_owned(),
+                    applied: learned.applied,
+                    decoder_version: learned.decoder_version,
+                    seq: learned.seq,
+                })
+                .to_json()
+                .into(),
+                arrived: None,
+            });
+        }
+        Ok(())
     }
 }

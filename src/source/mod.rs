@@ -16,6 +16,64 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::stream::{Chunk, Event, StreamInfo};
+use crate::validate::Problems;
+
+/// `[source]` of a pipeline file: where samples come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceConfig {
+    Simulator(simulator::SimulatorConfig),
+    Replay(replay::ReplayConfig),
+    /// A live Lab Streaming Layer stream (a headset).
+    Lsl(lsl::LslConfig),
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig::Simulator(simulator::SimulatorConfig::default())
+    }
+}
+
+impl SourceConfig {
+    pub fn build(&self) -> Result<Box<dyn Source>> {
+        Ok(match self {
+            SourceConfig::Simulator(config) => Box::new(config.build()?),
+            SourceConfig::Replay(config) => Box::new(config.build()?),
+            #[cfg(feature = "lsl")]
+            SourceConfig::Lsl(config) => Box::new(config.build()?),
+            #[cfg(not(feature = "lsl"))]
+            SourceConfig::Lsl(config) => match config.build()? {},
+        })
+    }
+
+    /// The `kind` of the table.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Simulator(_) => "simulator",
+            SourceConfig::Replay(_) => "replay",
+            SourceConfig::Lsl(_) => "lsl",
+        }
+    }
+
+    /// The sampling rate the table states, if it states one (the simulator's); a replay or
+    /// a headset tells its rate only when opened.
+    pub fn stated_rate(&self) -> Option<f64> {
+        match self {
+            SourceConfig::Simulator(config) => Some(config.rate),
+            SourceConfig::Replay(_) | SourceConfig::Lsl(_) => None,
+        }
+    }
+
+    /// Every range of `[source]` into `problems`; contacts nothing.
+    pub fn check(&self, problems: &mut Problems) {
+        match self {
+            SourceConfig::Simulator(config) => config.check(problems),
+            SourceConfig::Replay(config) => config.check(problems),
+            // The LSL settings are checked by code that stops at the first problem.
+            SourceConfig::Lsl(config) => problems.absorb("source", config.validate()),
+        }
+    }
+}
 
 /// What a source yields, in time order.
 #[derive(Debug, Clone, PartialEq)]

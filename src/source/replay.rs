@@ -10,12 +10,14 @@ use crate::error::{Error, Result};
 use crate::io::{RecordedStream, Recording, StreamData};
 use crate::source::{Pace, Pacer, Source, SourceItem};
 use crate::stream::{Chunk, Event, StreamInfo, ValueFormat, IRREGULAR_RATE};
+use crate::validate::Problems;
 
 /// `[source]` with `kind = "replay"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayConfig {
-    /// EDF, BDF or XDF file.
+    /// EDF, BDF or XDF file; may be left out when the command line names the recording.
+    #[serde(default)]
     pub path: PathBuf,
     /// 1.0 = real time, 2.0 = twice as fast, 0 = as fast as possible.
     #[serde(default = "default_speed")]
@@ -41,30 +43,40 @@ fn default_chunk_samples() -> usize {
 pub const MAX_CHUNK_SAMPLES: usize = 65_536;
 
 impl ReplayConfig {
+    /// Every range of a replay `[source]` into `problems`. An empty `path` is not a problem
+    /// here: the recording is often given on the command line (`replay FILE`, `check
+    /// --recording FILE`); [`ReplayConfig::build`] refuses it.
+    pub fn check(&self, problems: &mut Problems) {
+        problems.require(
+            self.speed.is_finite() && self.speed >= 0.0,
+            "source.speed",
+            self.speed,
+            "0 (as fast as possible) or a positive factor (1.0 = real time)",
+        );
+        problems.require(
+            (1..=MAX_CHUNK_SAMPLES).contains(&self.chunk_samples),
+            "source.chunk_samples",
+            self.chunk_samples,
+            format!("1..={MAX_CHUNK_SAMPLES}"),
+        );
+    }
+
+    /// [`ReplayConfig::check`] as a `Result` listing every problem.
     pub fn validate(&self) -> Result<()> {
-        if !self.speed.is_finite() || self.speed < 0.0 {
-            return Err(Error::config(
-                "pipeline",
-                format!(
-                    "source.speed = {} is not allowed; allowed: 0 (as fast as possible) or a positive factor (1.0 = real time)",
-                    self.speed
-                ),
-            ));
-        }
-        if self.chunk_samples == 0 || self.chunk_samples > MAX_CHUNK_SAMPLES {
-            return Err(Error::config(
-                "pipeline",
-                format!(
-                    "source.chunk_samples = {} is out of range; allowed: 1..={MAX_CHUNK_SAMPLES}",
-                    self.chunk_samples
-                ),
-            ));
-        }
-        Ok(())
+        let mut problems = Problems::new();
+        self.check(&mut problems);
+        problems.into_result("pipeline")
     }
 
     pub fn build(&self) -> Result<Replay> {
         self.validate()?;
+        if self.path.as_os_str().is_empty() {
+            return Err(Error::config(
+                "pipeline",
+                "source.path is not set; allowed: an EDF, BDF or XDF file (or give the \
+                 recording on the command line)",
+            ));
+        }
         let recording = crate::io::open(&self.path)?;
         Replay::new(
             &recording,

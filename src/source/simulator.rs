@@ -59,10 +59,14 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
 use super::{Pace, Pacer, Source, SourceItem};
 use crate::error::{Error, Result};
 use crate::io::{RecordedStream, Recording, StreamData};
+use crate::paradigm::{CueFollower, Imagery};
 use crate::stream::{ChannelInfo, Chunk, Event, StreamInfo, ValueFormat, IRREGULAR_RATE};
+use crate::validate::Problems;
 
 /// Lowest and highest accepted sampling rates (Hz). The 18–22 Hz beta rhythm needs a Nyquist
 /// frequency comfortably above it; above 16 kHz nothing about EEG changes, only the cost.
@@ -153,6 +157,10 @@ pub struct SimulatorConfig {
     /// RMS of the background (pink) noise per channel, µV. With the rhythms on top, channel
     /// standard deviations land at 25–30 µV by default, the scale of EEGMMIDB.
     pub noise_uv: f64,
+    /// A virtual subject: instead of its own rest/cue schedule (and markers), imagine what
+    /// the service's paradigm cues, live, through [`Simulator::cue_follower`] (see
+    /// [`crate::paradigm`]). Without a paradigm writing to it, the subject rests throughout.
+    pub follow_cues: bool,
 }
 
 impl Default for SimulatorConfig {
@@ -167,84 +175,77 @@ impl Default for SimulatorConfig {
             trial: TrialConfig::default(),
             erd_depth: 0.5,
             noise_uv: 25.0,
+            follow_cues: false,
         }
-    }
-}
-
-/// `Err` naming `key`, its value and the accepted range unless `lo <= value <= hi`
-/// (NaN is always out of range).
-fn check_range(key: &str, value: f64, lo: f64, hi: f64, what: &str) -> Result<()> {
-    if value >= lo && value <= hi {
-        Ok(())
-    } else {
-        Err(Error::config(
-            ORIGIN,
-            format!(
-                "source.{key} = {value} is out of range: expected {lo} <= {key} <= {hi} ({what})"
-            ),
-        ))
     }
 }
 
 impl SimulatorConfig {
-    /// Check every value; the error names the key (`source.rate`), the value and the range.
-    pub fn validate(&self) -> Result<()> {
-        check_range("rate", self.rate, MIN_RATE, MAX_RATE, "samples per second")?;
-        if self.chunk_samples == 0 || self.chunk_samples > 1 << 20 {
-            return Err(Error::config(
-                ORIGIN,
-                format!(
-                    "source.chunk_samples = {} is out of range: expected 1 <= chunk_samples <= {}",
-                    self.chunk_samples,
-                    1 << 20
-                ),
-            ));
-        }
+    /// Every range of a simulator `[source]` into `problems`; keys are `source.…`.
+    pub fn check(&self, problems: &mut Problems) {
+        problems.closed(
+            "source.rate",
+            self.rate,
+            MIN_RATE,
+            MAX_RATE,
+            &format!("{MIN_RATE} <= rate <= {MAX_RATE} samples per second"),
+        );
+        problems.require(
+            (1..=1 << 20).contains(&self.chunk_samples),
+            "source.chunk_samples",
+            self.chunk_samples,
+            format!("1 <= chunk_samples <= {}", 1 << 20),
+        );
         if let Some(d) = self.duration_seconds {
-            if !(d.is_finite() && d > 0.0) {
-                return Err(Error::config(
-                    ORIGIN,
-                    format!(
-                        "source.duration_seconds = {d} is out of range: expected a finite \
-                         number of seconds > 0 (leave it out to run forever)"
-                    ),
-                ));
-            }
+            problems.require(
+                d.is_finite() && d > 0.0,
+                "source.duration_seconds",
+                d,
+                "a finite number of seconds > 0 (leave it out to run forever)",
+            );
         }
-        if !self.speed.is_finite() {
-            return Err(Error::config(
-                ORIGIN,
-                format!(
-                    "source.speed = {} is out of range: expected a finite number \
-                     (1 = real time, <= 0 = as fast as possible)",
-                    self.speed
-                ),
-            ));
-        }
+        problems.require(
+            self.speed.is_finite(),
+            "source.speed",
+            self.speed,
+            "a finite number (1 = real time, <= 0 = as fast as possible)",
+        );
         // At least 0.5 s so the ERD glide fits inside a cue; an hour is far beyond any paradigm.
-        check_range(
-            "trial.rest_seconds",
+        problems.closed(
+            "source.trial.rest_seconds",
             self.trial.rest_seconds,
             0.5,
             3600.0,
-            "seconds",
-        )?;
-        check_range(
-            "trial.cue_seconds",
+            "0.5 to 3600 seconds",
+        );
+        problems.closed(
+            "source.trial.cue_seconds",
             self.trial.cue_seconds,
             0.5,
             3600.0,
-            "seconds",
-        )?;
-        check_range(
-            "erd_depth",
+            "0.5 to 3600 seconds",
+        );
+        problems.closed(
+            "source.erd_depth",
             self.erd_depth,
             0.0,
             1.0,
-            "fraction of mu/beta amplitude",
-        )?;
-        check_range("noise_uv", self.noise_uv, 0.0, 1000.0, "µV RMS")?;
-        Ok(())
+            "0 to 1 (fraction of mu/beta amplitude)",
+        );
+        problems.closed(
+            "source.noise_uv",
+            self.noise_uv,
+            0.0,
+            1000.0,
+            "0 to 1000 µV RMS",
+        );
+    }
+
+    /// [`SimulatorConfig::check`] as a `Result` listing every problem.
+    pub fn validate(&self) -> Result<()> {
+        let mut problems = Problems::new();
+        self.check(&mut problems);
+        problems.into_result(ORIGIN)
     }
 
     /// Validate and build the source.
@@ -287,6 +288,8 @@ impl SimulatorConfig {
             total_samples,
             pacer: None,
             pending: None,
+            follower: self.follow_cues.then(CueFollower::new),
+            imagery: Vec::new(),
         })
     }
 }
@@ -322,6 +325,9 @@ pub struct Simulator {
     pacer: Option<Pacer>,
     /// Markers of the chunk just yielded, handed out by the next call.
     pending: Option<Vec<Event>>,
+    /// `follow_cues`: what the paradigm cues, and the imagery of each sample of a chunk.
+    follower: Option<Arc<CueFollower>>,
+    imagery: Vec<Imagery>,
 }
 
 impl Simulator {
@@ -332,6 +338,11 @@ impl Simulator {
     /// Samples generated so far (the index of the next sample).
     pub fn samples_generated(&self) -> u64 {
         self.engine.sample
+    }
+
+    /// With `follow_cues`, the handle a paradigm writes its cues to.
+    pub fn cue_follower(&self) -> Option<Arc<CueFollower>> {
+        self.follower.clone()
     }
 }
 
@@ -357,7 +368,18 @@ impl Source for Simulator {
         let channels = self.info.channel_count();
         let mut data = vec![0.0f32; channels * n];
         let mut timestamps = vec![0.0f64; n];
-        self.engine.generate(&mut data, &mut timestamps);
+        match &self.follower {
+            Some(follower) => {
+                for (s, t) in timestamps.iter_mut().enumerate() {
+                    *t = (self.engine.sample + s as u64) as f64 / self.config.rate;
+                }
+                self.imagery.resize(n, Imagery::Other);
+                follower.imagery_at(&timestamps, &mut self.imagery);
+                self.engine
+                    .generate_following(&self.imagery, &mut data, &mut timestamps);
+            }
+            None => self.engine.generate(&mut data, &mut timestamps),
+        }
         let pacer = self
             .pacer
             .get_or_insert_with(|| Pacer::new(Pace::from_speed(self.config.speed)));
@@ -925,6 +947,33 @@ impl Engine {
             self.sample += 1;
         }
     }
+
+    /// [`Engine::generate`] with the imagery of each sample given (a virtual subject
+    /// following external cues); the own schedule and its markers are not used.
+    fn generate_following(
+        &mut self,
+        imagery: &[Imagery],
+        data: &mut [f32],
+        timestamps: &mut [f64],
+    ) {
+        let n = timestamps.len();
+        debug_assert_eq!(data.len(), self.frame.len() * n);
+        let low = 1.0 - self.erd_depth;
+        for (s, (t, imagine)) in timestamps.iter_mut().zip(imagery).enumerate() {
+            // Contralateral ERD: the left hand desynchronises the right hemisphere.
+            let target = match imagine {
+                Imagery::LeftHand => [1.0, low],
+                Imagery::RightHand => [low, 1.0],
+                Imagery::Other => [1.0, 1.0],
+            };
+            self.generator.step(target, &mut self.frame);
+            for (c, &v) in self.frame.iter().enumerate() {
+                data[c * n + s] = v;
+            }
+            *t = self.sample as f64 / self.rate;
+            self.sample += 1;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1035,5 +1084,55 @@ mod tests {
             assert!((e.onset - expect).abs() < 0.5 / 160.0, "{e:?}");
             assert_eq!(e.label == "T0", i % 2 == 0);
         }
+    }
+
+    /// A virtual subject imagines the cued hand (contralateral ERD) during the cue only, and
+    /// emits no markers of its own.
+    #[test]
+    fn a_follower_renders_erd_for_the_cued_hand_only() {
+        let config = SimulatorConfig {
+            follow_cues: true,
+            noise_uv: 0.0,
+            erd_depth: 0.9,
+            speed: 0.0,
+            duration_seconds: Some(30.0),
+            ..SimulatorConfig::default()
+        };
+        let mut sim = config.build().unwrap();
+        let follower = sim.cue_follower().expect("follow_cues gives a handle");
+        follower.push(crate::paradigm::FollowedCue {
+            imagery: Imagery::LeftHand,
+            onset: 10.0,
+            duration: 10.0,
+        });
+        let labels = config.montage.labels();
+        let c3 = labels.iter().position(|l| *l == "C3").unwrap();
+        let c4 = labels.iter().position(|l| *l == "C4").unwrap();
+        let (mut rest, mut cue) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+        while let Some(item) = sim.next_item().unwrap() {
+            let SourceItem::Chunk(chunk) = item else {
+                panic!("a follower emits no markers: {item:?}");
+            };
+            for (s, &t) in chunk.timestamps().iter().enumerate() {
+                let bucket = if (1.0..9.0).contains(&t) {
+                    &mut rest
+                } else if (11.0..19.0).contains(&t) {
+                    &mut cue
+                } else {
+                    continue;
+                };
+                bucket[0].push(chunk.channel(c3)[s] as f64);
+                bucket[1].push(chunk.channel(c4)[s] as f64);
+            }
+        }
+        let var = |v: &[f64]| {
+            let m = v.iter().sum::<f64>() / v.len() as f64;
+            v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64
+        };
+        let c4_ratio = var(&cue[1]) / var(&rest[1]);
+        let c3_ratio = var(&cue[0]) / var(&rest[0]);
+        // Left hand → the right hemisphere (C4) desynchronises, the left one (C3) does not.
+        assert!(c4_ratio < 0.5, "C4 cue/rest variance {c4_ratio}");
+        assert!(c3_ratio > 0.6, "C3 cue/rest variance {c3_ratio}");
     }
 }

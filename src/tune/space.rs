@@ -33,14 +33,14 @@ use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
+use crate::config::PipelineConfig;
 use crate::decoder::lda::{LdaConfig, Shrinkage};
 use crate::decoder::mlp::MlpConfig;
 use crate::decoder::svm::{Gamma, Kernel, SvmConfig};
 use crate::decoder::DecoderConfig;
 use crate::error::{Error, Result};
 use crate::features::band_power::Band;
-use crate::pipeline::config::MAX_WINDOW_SECONDS;
-use crate::pipeline::PipelineConfig;
+use crate::features::MAX_WINDOW_SECONDS;
 use crate::preprocess::{BandpassConfig, Reference};
 
 /// A tunable setting of a pipeline. The declaration order is the order genes are applied in:

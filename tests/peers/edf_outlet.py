@@ -5,8 +5,15 @@ MNE-LSL's player) plus a string marker outlet carrying the file's annotations.
 Written against pylsl only (the EDF reading is ~40 lines of the published format), so that it
 shares no code with neurostream.
 
-    python3 edf_outlet.py FILE --name N --source-id S [--chunk 10] [--channels K] [--unit V]
+    python3 edf_outlet.py FILE [FILE...] --name N --source-id S [--chunk 10] [--channels K]
+        [--unit V] [--speed X] [--hold-after K --hold-file PATH] [--wait-for-consumers]
+
+Several files are streamed back to back on one clock (a calibration run, then an online run).
+`--speed` pushes faster than real time while time stamps stay those of a real-time recording.
+`--hold-after K --hold-file PATH`: after the first K files, wait until PATH exists (the test
+creates it when the service says its model is loaded, as a user waits for "go").
 """
+import os
 import argparse
 import struct
 import sys
@@ -65,14 +72,29 @@ def read_edf(path, max_channels):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("edf")
+    parser.add_argument("edf", nargs="+")
     parser.add_argument("--name", required=True)
     parser.add_argument("--source-id", required=True)
     parser.add_argument("--chunk", type=int, default=10)
     parser.add_argument("--channels", type=int, default=1 << 30)
     parser.add_argument("--unit", default=None, help="send in this unit: V or uV (default: the file's)")
+    parser.add_argument("--speed", type=float, default=1.0)
+    parser.add_argument("--hold-after", type=int, default=None)
+    parser.add_argument("--hold-file", default=None)
+    parser.add_argument("--wait-for-consumers", action="store_true",
+                        help="start streaming once both outlets have a consumer")
     args = parser.parse_args()
-    labels, unit, rate, samples, markers = read_edf(args.edf, args.channels)
+    labels, unit, rate, samples, markers, ends = None, None, None, [], [], []
+    for path in args.edf:
+        file_labels, unit, rate, file_samples, file_markers = read_edf(path, args.channels)
+        if labels is not None and file_labels != labels:
+            sys.exit("%s has other channels than %s" % (path, args.edf[0]))
+        labels = file_labels
+        shift = len(samples) / rate
+        markers.extend((onset + shift, label) for onset, label in file_markers)
+        samples.extend(file_samples)
+        ends.append(len(samples))
+    hold_at = ends[args.hold_after - 1] if args.hold_after else None
     scale = 1.0
     if args.unit == "V":
         scale, unit = 1e-6, "V"
@@ -87,12 +109,26 @@ def main():
     marker_info = pylsl.StreamInfo(args.name + "-markers", "Markers", 1, 0, "string", args.source_id + "-markers")
     marker_outlet = pylsl.StreamOutlet(marker_info)
     print("ready", len(labels), rate, len(samples), flush=True)
+    if args.wait_for_consumers:
+        # A cue pushed before the consumer's marker inlet is open is never delivered.
+        if not (outlet.wait_for_consumers(60) and marker_outlet.wait_for_consumers(60)):
+            sys.exit("no consumer within 60 s")
+        time.sleep(0.5)
     start = pylsl.local_clock()
+    print("start %.9f" % start, flush=True)
+    paced_from = (start, 0)
     next_marker = 0
     i = 0
     while i < len(samples):
+        if hold_at is not None and i == hold_at:
+            while not os.path.exists(args.hold_file):
+                time.sleep(0.01)
+            # Time stamps carry on as if the stream never paused; the pacing restarts.
+            paced_from = (pylsl.local_clock(), i)
         end = min(i + args.chunk, len(samples))
-        due = start + end / rate
+        if hold_at is not None and i < hold_at < end:
+            end = hold_at
+        due = paced_from[0] + (end - paced_from[1]) / rate / args.speed
         delay = due - pylsl.local_clock()
         if delay > 0:
             time.sleep(delay)

@@ -1,0 +1,663 @@
+//! The closed loop for a new user: calibrate on the live stream, train, hot-load the model,
+//! then decode cued trials online and learn from their known labels.
+//!
+//! ```text
+//!  calibrating ──(N cued trials per class, last window complete)──► training (own thread)
+//!       ▲                                                                │
+//!       └──────────── recalibrate / training failed ◄────────────────────┤
+//!                                                                        ▼
+//!                                     online: each cued trial decided when its window
+//!                                     completes, scored, then given as feedback
+//! ```
+//!
+//! Cues are the class events of the stream itself (a marker stream next to an LSL headset,
+//! the simulator's cues, a recording's T1/T2, or the paradigm page's cues once they are
+//! stamped on the stream's clock), so cue onsets are on the EEG clock by construction.
+//! While calibrating, the [`Engine`] runs its calibration view (band power, no decoder) and
+//! this module keeps the raw samples and cues; training runs on its own thread so that the
+//! DSP thread never stalls; the trained model enters the engine through
+//! [`Engine::load_model`], which the recording logs with the model, so `replay --commands`
+//! reproduces the whole session, calibration included. Online, the label of a cued trial is
+//! known after its decision: it is fed back through [`Engine::feedback`] (the decoder's
+//! supervised adaptation, recorded like any other feedback).
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::PipelineConfig;
+use crate::engine::{needs_model, Engine, EngineSink};
+use crate::error::{Error, Result};
+use crate::evaluate;
+use crate::io::{RecordedStream, Recording, StreamData};
+use crate::model::Model;
+use crate::paradigm::{CueFollower, PageLink, Paradigm, StepOutput};
+use crate::source::SourceItem;
+use crate::stream::{Event, StreamInfo};
+
+pub use crate::config::paradigm::{
+    CueSource, ParadigmConfig, MAX_CALIBRATION_TRIALS, MIN_CALIBRATION_TRIALS,
+};
+
+/// What the closed loop tells the session's clients and log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum LoopState {
+    /// Collecting cued trials: `trials[i]` of class `i` so far, `needed` per class.
+    Calibrating { trials: Vec<usize>, needed: usize },
+    /// Fitting on `trials` trials (off the DSP thread).
+    Training { trials: usize },
+    /// A model is loaded. `cv_*`: cross-validated on the calibration trials; `warning` when
+    /// that is within chance; online `trials` decided so far, `hits` of them right.
+    Online {
+        cv_accuracy: f64,
+        cv_auc: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        warning: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model_path: Option<String>,
+        trials: usize,
+        hits: usize,
+        /// The last decided trial: its class index, the predicted one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last: Option<(usize, usize)>,
+    },
+    /// Training failed; calibration goes on to collect more trials.
+    Failed { reason: String },
+}
+
+/// A trained model with its calibration score.
+struct Calibrated {
+    model: Model,
+    cv_accuracy: f64,
+    cv_auc: Option<f64>,
+    trials: usize,
+}
+
+/// Raw samples and cues kept while calibrating (bounded).
+struct CalibrationBuffer {
+    info: StreamInfo,
+    values: Vec<Vec<f32>>,
+    timestamps: Vec<f64>,
+    events: Vec<Event>,
+    max_samples: usize,
+    full_reported: bool,
+}
+
+impl CalibrationBuffer {
+    fn new(info: &StreamInfo, max_seconds: f64) -> Self {
+        CalibrationBuffer {
+            info: info.clone(),
+            values: vec![Vec::new(); info.channel_count()],
+            timestamps: Vec::new(),
+            events: Vec::new(),
+            max_samples: (max_seconds * info.nominal_rate).ceil() as usize,
+            full_reported: false,
+        }
+    }
+
+    fn push(&mut self, chunk: &crate::stream::Chunk) {
+        if self.timestamps.len() + chunk.samples() > self.max_samples {
+            if !self.full_reported {
+                tracing::warn!(
+                    "calibration buffer full ({} samples): later samples are not kept",
+                    self.max_samples
+                );
+                self.full_reported = true;
+            }
+            return;
+        }
+        for (c, channel) in self.values.iter_mut().enumerate() {
+            channel.extend_from_slice(chunk.channel(c));
+        }
+        self.timestamps.extend_from_slice(chunk.timestamps());
+    }
+
+    fn into_recording(self) -> Recording {
+        let samples = self.timestamps.len();
+        let values = self.values.concat();
+        let marker_info = crate::record::marker_stream_info("cues");
+        let marker_times = self.events.iter().map(|e| e.onset).collect();
+        Recording {
+            streams: vec![
+                RecordedStream {
+                    info: self.info,
+                    timestamps: self.timestamps,
+                    data: StreamData::Signal { samples, values },
+                },
+                RecordedStream {
+                    info: marker_info,
+                    timestamps: marker_times,
+                    data: StreamData::Markers(self.events),
+                },
+            ],
+        }
+    }
+}
+
+enum Phase {
+    Calibrating(CalibrationBuffer),
+    Training(Receiver<Result<Calibrated>>),
+    Online,
+}
+
+/// See the module doc. Driven by the DSP thread around each [`Engine::on_item`].
+pub struct ClosedLoop {
+    config: PipelineConfig,
+    info: StreamInfo,
+    model_out: Option<PathBuf>,
+    phase: Phase,
+    /// Calibration trials per class so far, and the time the last one's window completes.
+    counts: Vec<usize>,
+    last_cue_complete: f64,
+    /// Online cued trials awaiting their decision: (decision time, class).
+    pending: VecDeque<(f64, usize)>,
+    /// Seconds from a cue to the newest sample of its decision window.
+    cue_to_decision: f64,
+    trials: usize,
+    hits: usize,
+    last: Option<(usize, usize)>,
+    score: Option<(f64, Option<f64>, Option<String>)>,
+    /// Set when a model was loaded, until [`ClosedLoop::take_model_loaded`].
+    model_loaded: bool,
+    /// The trial schedule, with page cues.
+    page: Option<Paradigm>,
+    /// End the session once the page paradigm's online run is over (`neurostream session`).
+    stop_when_done: bool,
+    /// Calibrations restarted (failed training, recalibration): the paradigm follows.
+    calibration_round: u64,
+    /// A calibration trial was counted since the last [`ClosedLoop::step`].
+    counts_changed: bool,
+}
+
+impl ClosedLoop {
+    /// A loop for a session on `info`. With `model` given the session starts online;
+    /// without, it calibrates first (only pipelines that need a model have a loop to run:
+    /// `None` for a features-only pipeline).
+    pub fn new(
+        config: &PipelineConfig,
+        info: &StreamInfo,
+        has_model: bool,
+        model_out: Option<PathBuf>,
+    ) -> Result<Option<Self>> {
+        if !needs_model(config) {
+            return Ok(None);
+        }
+        config.paradigm.validate()?;
+        config.training.validate()?;
+        // The decision window is the epoch `train` cuts: its newest sample is one sample
+        // period before offset + window.
+        let cue_to_decision = config.training.epoch_offset.max(0.0)
+            + config.features.window_seconds
+            - 1.0 / info.nominal_rate;
+        let page = match config.paradigm.cues {
+            CueSource::Stream => None,
+            CueSource::Page => {
+                let p = &config.paradigm;
+                let marker = p.cue_seconds + p.imagery_seconds;
+                if cue_to_decision > marker + 1e-9 {
+                    return Err(Error::config(
+                        "pipeline",
+                        format!(
+                            "paradigm.cue_seconds + paradigm.imagery_seconds = {marker} s is \
+                             shorter than the decision window (training.epoch_offset + \
+                             features.window_seconds = {cue_to_decision} s): a trial would be \
+                             decided after its imagery ended; lengthen the imagery period"
+                        ),
+                    ));
+                }
+                if config.training.classes.len() < 2 {
+                    return Err(Error::config(
+                        "pipeline",
+                        "paradigm.cues = \"page\" needs at least two [training] classes to cue",
+                    ));
+                }
+                let paradigm = Paradigm::new(p, &config.training.classes, PageLink::new());
+                let lsl_source = matches!(config.source, crate::pipeline::SourceConfig::Lsl(_));
+                if p.lsl_markers.unwrap_or(lsl_source) {
+                    Some(with_cue_outlet(paradigm, info, lsl_source)?)
+                } else {
+                    Some(paradigm)
+                }
+            }
+        };
+        let phase = if has_model {
+            Phase::Online
+        } else {
+            Phase::Calibrating(CalibrationBuffer::new(
+                info,
+                config.paradigm.max_calibration_seconds,
+            ))
+        };
+        Ok(Some(ClosedLoop {
+            cue_to_decision,
+            config: config.clone(),
+            page,
+            stop_when_done: false,
+            calibration_round: 0,
+            counts_changed: false,
+            info: info.clone(),
+            model_out,
+            phase,
+            counts: vec![0; config.training.classes.len()],
+            last_cue_complete: f64::NEG_INFINITY,
+            pending: VecDeque::new(),
+            trials: 0,
+            hits: 0,
+            last: None,
+            score: None,
+            model_loaded: false,
+        }))
+    }
+
+    pub fn state(&self) -> LoopState {
+        match &self.phase {
+            Phase::Calibrating(_) => LoopState::Calibrating {
+                trials: self.counts.clone(),
+                needed: self.config.paradigm.calibration_trials,
+            },
+            Phase::Training(_) => LoopState::Training {
+                trials: self.counts.iter().sum(),
+            },
+            Phase::Online => {
+                let (cv_accuracy, cv_auc, warning) =
+                    self.score.clone().unwrap_or((f64::NAN, None, None));
+                LoopState::Online {
+                    cv_accuracy,
+                    cv_auc,
+                    warning,
+                    model_path: self.model_out.as_ref().map(|p| p.display().to_string()),
+                    trials: self.trials,
+                    hits: self.hits,
+                    last: self.last,
+                }
+            }
+        }
+    }
+
+    /// Whether a model was loaded since the last call.
+    pub fn take_model_loaded(&mut self) -> bool {
+        std::mem::take(&mut self.model_loaded)
+    }
+
+    /// Online cued trials decided so far and how many were right.
+    pub fn online_score(&self) -> (usize, usize) {
+        (self.trials, self.hits)
+    }
+
+    /// Start a new calibration (keeps the loaded model running until the new one is ready).
+    pub fn recalibrate(&mut self) {
+        self.calibration_round += 1;
+        self.counts.iter_mut().for_each(|c| *c = 0);
+        self.last_cue_complete = f64::NEG_INFINITY;
+        self.phase = Phase::Calibrating(CalibrationBuffer::new(
+            &self.info,
+            self.config.paradigm.max_calibration_seconds,
+        ));
+    }
+
+    fn class_of(&self, event: &Event) -> Option<usize> {
+        self.config
+            .training
+            .classes
+            .iter()
+            .position(|c| c.event == event.label)
+    }
+
+    /// Before the engine sees `item` (raw samples, before filtering).
+    pub fn observe(&mut self, item: &SourceItem) {
+        match item {
+            SourceItem::Chunk(chunk) => {
+                if let Phase::Calibrating(buffer) = &mut self.phase {
+                    buffer.push(chunk);
+                }
+            }
+            // With page cues, the stream's own markers are recorded but are not trials.
+            SourceItem::Events(events) if self.page.is_none() => self.cues(events),
+            SourceItem::Events(_) => {}
+            SourceItem::Status(_) => {}
+        }
+    }
+
+    /// Cue markers the paradigm injected at their onset (page cues).
+    pub fn observe_cues(&mut self, events: &[Event]) {
+        self.cues(events);
+    }
+
+    fn cues(&mut self, events: &[Event]) {
+        for event in events {
+            let Some(class) = self.class_of(event) else {
+                continue;
+            };
+            let decided_at = event.onset + self.cue_to_decision;
+            match &mut self.phase {
+                Phase::Calibrating(buffer) => {
+                    buffer.events.push(event.clone());
+                    self.counts[class] += 1;
+                    self.counts_changed = true;
+                    self.last_cue_complete = decided_at;
+                }
+                Phase::Online | Phase::Training(_) => self.pending.push_back((decided_at, class)),
+            }
+        }
+        // Non-class markers ride along so the calibration recording keeps them.
+        if let Phase::Calibrating(buffer) = &mut self.phase {
+            buffer.events.extend(
+                events
+                    .iter()
+                    .filter(|e| {
+                        self.config
+                            .training
+                            .classes
+                            .iter()
+                            .all(|c| c.event != e.label)
+                    })
+                    .cloned(),
+            );
+        }
+    }
+
+    /// The page paradigm, with `[paradigm] cues = "page"`.
+    pub fn paradigm(&self) -> Option<&Paradigm> {
+        self.page.as_ref()
+    }
+
+    /// What the page paradigm shares with the server (clock, planned onsets, timing).
+    pub fn page_link(&self) -> Option<Arc<PageLink>> {
+        self.page.as_ref().map(|p| p.link().clone())
+    }
+
+    /// With page cues: end the session (the service stops) once every online trial has been
+    /// shown and decided, instead of staying in free mode.
+    pub fn set_stop_when_done(&mut self, stop: bool) {
+        self.stop_when_done = stop;
+    }
+
+    /// Whether the session should end now (see [`ClosedLoop::set_stop_when_done`]): `newest`
+    /// is the newest sample's timestamp.
+    pub fn paradigm_complete(&self, newest: f64) -> bool {
+        self.stop_when_done
+            && self.pending.is_empty()
+            && self.page.as_ref().is_some_and(|p| p.finished(newest))
+    }
+
+    /// Let a virtual subject follow the page paradigm's cues.
+    pub fn set_follower(&mut self, follower: Arc<CueFollower>) {
+        if let Some(page) = self.page.as_mut() {
+            page.set_follower(follower);
+        }
+    }
+
+    /// Advance the page paradigm (see [`Paradigm::step`]); nothing without page cues.
+    pub fn step_paradigm(
+        &mut self,
+        newest: Option<f64>,
+        now: Option<f64>,
+        page_connected: bool,
+    ) -> StepOutput {
+        let online = matches!(self.phase, Phase::Online);
+        let round = self.calibration_round;
+        match self.page.as_mut() {
+            Some(page) => page.step(newest, now, round, online, page_connected),
+            None => StepOutput::default(),
+        }
+    }
+
+    /// After the engine has processed an item: start training when enough trials are in,
+    /// load a trained model, decide and learn from online trials. Returns the new state when
+    /// it changed (for clients and the log).
+    pub fn step(
+        &mut self,
+        engine: &mut Engine,
+        sink: &mut dyn EngineSink,
+    ) -> Result<Option<LoopState>> {
+        let now = engine.now();
+        let half_sample = 0.5 / self.info.nominal_rate;
+        match &mut self.phase {
+            Phase::Calibrating(_) => {
+                let needed = self.config.paradigm.calibration_trials;
+                let ready = self.counts.iter().all(|&c| c >= needed)
+                    && now + half_sample >= self.last_cue_complete;
+                if !ready {
+                    // The running count is news for the page and the dashboard.
+                    let counted = std::mem::take(&mut self.counts_changed);
+                    return Ok(counted.then(|| self.state()));
+                }
+                let Phase::Calibrating(buffer) = std::mem::replace(&mut self.phase, Phase::Online)
+                else {
+                    unreachable!("matched above");
+                };
+                let (tx, rx) = mpsc::sync_channel(1);
+                let config = self.config.clone();
+                let recording = buffer.into_recording();
+                std::thread::Builder::new()
+                    .name("neurostream-calibration".into())
+                    .spawn(move || {
+                        let _ = tx.send(train(&config, &recording));
+                    })
+                    .map_err(|e| Error::Other(format!("cannot start the training thread: {e}")))?;
+                self.phase = Phase::Training(rx);
+                let state = self.state();
+                tracing::info!(
+                    "calibration complete ({} trials); training",
+                    self.counts.iter().sum::<usize>()
+                );
+                Ok(Some(state))
+            }
+            Phase::Training(rx) => match rx.try_recv() {
+                Err(TryRecvError::Empty) => Ok(None),
+                Err(TryRecvError::Disconnected) => {
+                    self.recalibrate();
+                    Ok(Some(LoopState::Failed {
+                        reason: "the training thread stopped without a result".into(),
+                    }))
+                }
+                Ok(Err(e)) => {
+                    let reason = format!("training failed: {e}; collecting more trials");
+                    tracing::warn!("{reason}");
+                    self.recalibrate();
+                    Ok(Some(LoopState::Failed { reason }))
+                }
+                Ok(Ok(calibrated)) => {
+                    let warning = chance_warning(
+                        calibrated.cv_accuracy,
+                        calibrated.trials,
+                        self.counts.len(),
+                    );
+                    match &warning {
+                        Some(w) => tracing::warn!("{w}"),
+                        None => tracing::info!(
+                            "calibrated on {} trials: CV accuracy {:.3}{}",
+                            calibrated.trials,
+                            calibrated.cv_accuracy,
+                            calibrated
+                                .cv_auc
+                                .map(|a| format!(", AUC {a:.3}"))
+                                .unwrap_or_default()
+                        ),
+                    }
+                    if let Some(path) = &self.model_out {
+                        calibrated.model.save(path)?;
+                        tracing::info!("model saved to {}", path.display());
+                    }
+                    engine.load_model(calibrated.model, sink)?;
+                    self.model_loaded = true;
+                    self.score = Some((calibrated.cv_accuracy, calibrated.cv_auc, warning));
+                    self.phase = Phase::Online;
+                    // Trials cued while training ended before the model could decide them.
+                    self.pending.retain(|(decided_at, _)| *decided_at > now);
+                    Ok(Some(self.state()))
+                }
+            },
+            Phase::Online => {
+                let mut changed = false;
+                while let Some(&(decided_at, label)) = self.pending.front() {
+                    if now + half_sample < decided_at {
+                        break;
+                    }
+                    self.pending.pop_front();
+                    let Some(probabilities) = engine.latest_probabilities() else {
+                        continue;
+                    };
+                    let predicted = argmax(probabilities);
+                    self.trials += 1;
+                    self.hits += usize::from(predicted == label);
+                    self.last = Some((label, predicted));
+                    changed = true;
+                    if self.config.paradigm.cued_feedback {
+                        // A refusal cannot happen for a class index of this pipeline.
+                        let _ = engine.feedback(label, None, sink)?;
+                    }
+                }
+                Ok(changed.then(|| self.state()))
+            }
+        }
+    }
+}
+
+/// `paradigm` publishing its cues on the LSL stream `neurostream-cues`.
+#[cfg(feature = "lsl")]
+fn with_cue_outlet(mut paradigm: Paradigm, info: &StreamInfo, lsl_clock: bool) -> Result<Paradigm> {
+    paradigm.set_outlet(crate::paradigm::CueOutlet::start(
+        "neurostream-cues",
+        &format!("{}-cues", info.source_id),
+        lsl_clock,
+    )?);
+    Ok(paradigm)
+}
+
+#[cfg(not(feature = "lsl"))]
+fn with_cue_outlet(_: Paradigm, _: &StreamInfo, _: bool) -> Result<Paradigm> {
+    Err(Error::config(
+        "pipeline",
+        "paradigm.lsl_markers = true, but this build has no LSL (build with --features lsl)",
+    ))
+}
+
+fn argmax(values: &[f64]) -> usize {
+    values
+        .iter()
+        .enumerate()
+        .fold((0, f64::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 {
+                (i, v)
+            } else {
+                best
+            }
+        })
+        .0
+}
+
+/// Cut, cross-validate and fit on a calibration recording.
+fn train(config: &PipelineConfig, recording: &Recording) -> Result<Calibrated> {
+    let epochs = crate::epochs::cut(recording, config)?;
+    let cv = evaluate::cross_validate(config, &epochs)?;
+    let model = evaluate::train(config, &epochs, vec!["closed-loop calibration".into()])?;
+    Ok(Calibrated {
+        model,
+        cv_accuracy: cv.accuracy,
+        cv_auc: cv.auc,
+        trials: epochs.len(),
+    })
+}
+
+/// A warning when `accuracy` on `trials` trials of `classes` balanced classes is not above
+/// chance at the 95 % level (one-sided normal approximation of the binomial:
+/// p₀ + 1.645·√(p₀(1 − p₀) / n), p₀ = 1 / classes).
+pub fn chance_warning(accuracy: f64, trials: usize, classes: usize) -> Option<String> {
+    let chance = 1.0 / classes.max(2) as f64;
+    let bound = chance + 1.645 * (chance * (1.0 - chance) / trials.max(1) as f64).sqrt();
+    (accuracy < bound).then(|| {
+        format!(
+            "calibration CV accuracy {accuracy:.3} on {trials} trials is within chance \
+             (the 95 % chance bound is {bound:.3}): the decoder will be unreliable; check the \
+             electrodes and recalibrate"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chance_bound_shrinks_with_trials() {
+        assert!(chance_warning(0.6, 20, 2).is_some());
+        assert!(chance_warning(0.6, 400, 2).is_none());
+        assert!(chance_warning(0.9, 40, 2).is_none());
+        // Three classes: chance is a third.
+        assert!(chance_warning(0.5, 300, 3).is_none());
+        assert!(chance_warning(0.4, 30, 3).is_some());
+    }
+
+    #[test]
+    fn page_cues_must_last_until_the_trial_is_decided() {
+        let mut config = crate::pipeline::PipelineConfig::from_toml(
+            "[decoder]\nkind = \"lda\"\n[features]\nwindow_seconds = 3.0\n\
+             [training]\nclasses = [{ event = \"T1\", name = \"left\" }, \
+             { event = \"T2\", name = \"right\" }]\nepoch_offset = 0.5\n\
+             [paradigm]\ncues = \"page\"\ncue_seconds = 1.0\nimagery_seconds = 2.0\n",
+            "test",
+        )
+        .unwrap();
+        use crate::source::Source;
+        let info = crate::source::simulator::SimulatorConfig::default()
+            .build()
+            .unwrap()
+            .stream_info()
+            .clone();
+        let error = ClosedLoop::new(&config, &info, false, None)
+            .err()
+            .expect("a 3 s marker cannot hold a 3.5 s decision")
+            .to_string();
+        assert!(
+            error.contains("paradigm.cue_seconds + paradigm.imagery_seconds = 3"),
+            "{error}"
+        );
+        config.paradigm.imagery_seconds = 2.5;
+        let closed_loop = ClosedLoop::new(&config, &info, false, None)
+            .unwrap()
+            .unwrap();
+        assert!(closed_loop.paradigm().is_some());
+        assert!(closed_loop.page_link().is_some());
+    }
+
+    #[test]
+    fn paradigm_timings_are_checked() {
+        let p = ParadigmConfig {
+            break_max_seconds: 0.5,
+            ..ParadigmConfig::default()
+        };
+        let e = p.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("paradigm.break_max_seconds = 0.5 is below"),
+            "{e}"
+        );
+        let p = ParadigmConfig {
+            cue_seconds: f64::NAN,
+            ..ParadigmConfig::default()
+        };
+        let e = p.validate().unwrap_err().to_string();
+        assert!(e.contains("paradigm.cue_seconds = NaN"), "{e}");
+        let p = ParadigmConfig {
+            announce_seconds: 0.1,
+            ..ParadigmConfig::default()
+        };
+        assert!(p.validate().is_err());
+    }
+
+    #[test]
+    fn paradigm_ranges_are_checked() {
+        let mut p = ParadigmConfig::default();
+        p.validate().unwrap();
+        p.calibration_trials = 2;
+        let e = p.validate().unwrap_err().to_string();
+        assert!(e.contains("paradigm.calibration_trials = 2"), "{e}");
+        p.calibration_trials = 20;
+        p.max_calibration_seconds = 1.0;
+        assert!(p.validate().is_err());
+    }
+}
