@@ -178,6 +178,63 @@ impl Model {
                 header.version
             )));
         }
-        serde_json::from_str(text).map_err(|e| bad(e.to_string()))
+        let model: Model = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        model.validate().map_err(bad)?;
+        Ok(model)
+    }
+
+    /// Checks what deserialising cannot: the feature stage's fitted state against the
+    /// fingerprint's channels, the decoder's shapes against the feature dimension and the
+    /// class names, every stored number finite and sane. Run by every loader, so no path
+    /// (check, replay, run, the service, a recording's embedded model) gets a model that
+    /// would panic or produce NaN later. The error names the field, what was found and what
+    /// was expected.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let fp = &self.fingerprint;
+        if !(fp.rate.is_finite() && fp.rate > 0.0 && fp.rate <= crate::io::MAX_RATE_HZ) {
+            return Err(format!(
+                "fingerprint.rate is {}, expected in (0, {}] Hz",
+                fp.rate,
+                crate::io::MAX_RATE_HZ
+            ));
+        }
+        let channels = fp.channels.len();
+        if channels == 0 {
+            return Err("fingerprint.channels is empty".into());
+        }
+        let features = match &self.extractor {
+            ExtractorState::BandPower => {
+                // No table means band power with its defaults, as the pipeline builds it.
+                let bands = match &fp.features.band_power {
+                    Some(config) => config.bands.len(),
+                    None => crate::features::band_power::BandPowerConfig::default()
+                        .bands
+                        .len(),
+                };
+                channels
+                    .checked_mul(bands)
+                    .ok_or("fingerprint: channels x bands overflows")?
+            }
+            ExtractorState::Csp(csp) => csp
+                .validate(channels)
+                .map_err(|e| format!("extractor (csp): {e}"))?,
+            ExtractorState::TangentSpace(ts) => ts
+                .validate(channels)
+                .map_err(|e| format!("extractor (tangent_space): {e}"))?,
+        };
+        let (kind, checked) = match &self.decoder {
+            AnyDecoder::Lda(d) => ("lda", d.validate(features)),
+            AnyDecoder::Svm(d) => ("svm", d.validate(features)),
+            AnyDecoder::Mlp(d) => ("mlp", d.validate(features)),
+        };
+        checked.map_err(|e| format!("decoder ({kind}): {e}"))?;
+        let decoded = crate::decoder::Decoder::classes(&self.decoder);
+        if self.classes.len() != decoded {
+            return Err(format!(
+                "classes lists {} name(s), the {kind} decoder has {decoded} class(es)",
+                self.classes.len()
+            ));
+        }
+        Ok(())
     }
 }

@@ -437,6 +437,42 @@ proptest! {
 }
 
 proptest! {
+    #![proptest_config(config(CASES / 4))]
+
+    /// A torn tail (the file cut anywhere after its FileHeader) keeps a prefix of every
+    /// stream: `Ok`, one "torn tail" warning unless the cut is at a chunk boundary, and never
+    /// more samples than the whole file, each equal to the whole file's.
+    #[test]
+    fn torn_xdf_keeps_a_prefix(channels in 1usize..4, samples in 2usize..12, at in any::<Index>()) {
+        let base = small_xdf(channels, samples);
+        let full = xdf::parse(&base, Path::new("g.xdf")).expect("generated XDF parses");
+        // Past the magic and the FileHeader chunk (short: 1 + 1 length bytes, then its length).
+        prop_assert_eq!(base[4], 1);
+        let header_end = 4 + 2 + base[5] as usize;
+        let cut = header_end + at.index(base.len() - header_end);
+        let mut warnings = Vec::new();
+        let part = xdf::parse_reporting(
+            &base[..cut],
+            Path::new("g.xdf"),
+            &xdf::ParseOptions::default(),
+            &mut warnings,
+        )
+        .expect("a torn XDF keeps its whole chunks");
+        check_consistent(&part);
+        prop_assert!(warnings.len() <= 1, "{:?}", warnings);
+        for (p, f) in part.streams.iter().zip(&full.streams) {
+            let n = p.sample_count();
+            prop_assert!(n <= f.sample_count());
+            for c in 0..p.info.channel_count() {
+                if let (Some(pc), Some(fc)) = (p.channel(c), f.channel(c)) {
+                    prop_assert_eq!(pc, &fc[..n]);
+                }
+            }
+        }
+    }
+}
+
+proptest! {
     // Real files are larger (a 64-signal header is 16.6 kB): fewer cases keep this quick.
     #![proptest_config(config(CASES / 2))]
 

@@ -17,7 +17,7 @@ pub struct InfoArgs {
 }
 
 pub fn run(args: InfoArgs) -> Result<()> {
-    let recording = io::open(&args.file)?;
+    let (recording, warnings) = io::open_with_warnings(&args.file)?;
     let mut streams = Vec::new();
     for stream in &recording.streams {
         let mut event_counts: BTreeMap<&str, usize> = BTreeMap::new();
@@ -43,7 +43,7 @@ pub fn run(args: InfoArgs) -> Result<()> {
         }));
     }
     if args.json {
-        let doc = serde_json::json!({"file": args.file, "streams": streams});
+        let doc = serde_json::json!({"file": args.file, "streams": streams, "warnings": warnings});
         println!(
             "{}",
             serde_json::to_string_pretty(&doc).expect("json values serialize")
@@ -51,6 +51,9 @@ pub fn run(args: InfoArgs) -> Result<()> {
         return Ok(());
     }
     println!("{}: {} stream(s)", args.file.display(), streams.len());
+    for warning in &warnings {
+        println!("  warning: {warning}");
+    }
     for (i, s) in streams.iter().enumerate() {
         let rate = s["nominal_rate"].as_f64().unwrap_or(0.0);
         let rate = if rate > 0.0 {

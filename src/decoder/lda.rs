@@ -280,6 +280,97 @@ impl Decoder for Lda {
     }
 }
 
+/// Largest magnitude a stored parameter may have. Training on `f32` features never produces
+/// more; a file with more (1e308) is corrupt or hostile and would overflow to ∞/NaN in the
+/// first dot product.
+pub(crate) const MAX_PARAMETER: f64 = 1e30;
+
+/// `Err` naming `field` unless it has exactly `expected` values (`what` says why).
+pub(crate) fn check_len(
+    field: &str,
+    found: usize,
+    expected: Option<usize>,
+    what: &str,
+) -> std::result::Result<(), String> {
+    match expected {
+        Some(n) if n == found => Ok(()),
+        Some(n) => Err(format!(
+            "{field} has {found} value(s), expected {n} ({what})"
+        )),
+        None => Err(format!("{field}: {what} overflows")),
+    }
+}
+
+/// `Err` naming `field` and the first bad index unless every value is finite and at most
+/// [`MAX_PARAMETER`] in magnitude.
+pub(crate) fn check_values<'a>(
+    field: &str,
+    values: impl IntoIterator<Item = &'a f64>,
+) -> std::result::Result<(), String> {
+    match values
+        .into_iter()
+        .position(|v| !(v.is_finite() && v.abs() <= MAX_PARAMETER))
+    {
+        None => Ok(()),
+        Some(i) => Err(format!(
+            "{field}[{i}] is not a finite number of magnitude at most {MAX_PARAMETER:e}"
+        )),
+    }
+}
+
+impl Lda {
+    /// Checks a loaded model: shapes against each other and against `features` (the feature
+    /// stage's dimension), finite and sane values. Field names are as in the model file.
+    pub fn validate(&self, features: usize) -> std::result::Result<(), String> {
+        let (k, d) = (self.classes, self.n_features);
+        if k < 2 {
+            return Err(format!("classes is {k}, expected at least 2"));
+        }
+        if d != features {
+            return Err(format!(
+                "n_features is {d}, but the feature stage makes {features} feature(s)"
+            ));
+        }
+        let kd = k.checked_mul(d);
+        let shape = format!("{k} classes x {d} features");
+        check_len("priors", self.priors.len(), Some(k), "one per class")?;
+        check_len("means", self.means.len(), kd, &shape)?;
+        check_len("coef", self.coef.len(), kd, &shape)?;
+        check_len("intercept", self.intercept.len(), Some(k), "one per class")?;
+        check_len(
+            "shrinkage_applied",
+            self.shrinkage_applied.len(),
+            Some(k),
+            "one per class",
+        )?;
+        check_values("priors", &self.priors)?;
+        check_values("means", &self.means)?;
+        check_values("coef", &self.coef)?;
+        check_values("intercept", &self.intercept)?;
+        if let Some(i) = self.priors.iter().position(|p| !(*p > 0.0 && *p <= 1.0)) {
+            return Err(format!(
+                "priors[{i}] is {}, expected in (0, 1]",
+                self.priors[i]
+            ));
+        }
+        let sum: f64 = self.priors.iter().sum();
+        if (sum - 1.0).abs() > 1e-6 {
+            return Err(format!("priors sum to {sum}, expected 1"));
+        }
+        if let Some(i) = self
+            .shrinkage_applied
+            .iter()
+            .position(|s| !(0.0..=1.0).contains(s))
+        {
+            return Err(format!(
+                "shrinkage_applied[{i}] is {}, expected in [0, 1]",
+                self.shrinkage_applied[i]
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Numerically stable softmax (shift by the maximum so `exp` cannot overflow).
 pub(super) fn softmax_in_place(v: &mut [f64]) {
     let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);

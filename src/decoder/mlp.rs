@@ -617,7 +617,14 @@ impl Scratch {
 
 /// Number of parameters of a net with layer widths `sizes` (input, hidden..., output).
 fn parameter_count(sizes: &[usize]) -> usize {
-    sizes.windows(2).map(|w| w[0] * w[1] + w[1]).sum()
+    checked_parameter_count(sizes).unwrap_or(usize::MAX)
+}
+
+/// [`parameter_count`] of sizes read from a file, which may overflow.
+fn checked_parameter_count(sizes: &[usize]) -> Option<usize> {
+    sizes.windows(2).try_fold(0usize, |sum, w| {
+        w[0].checked_mul(w[1])?.checked_add(w[1])?.checked_add(sum)
+    })
 }
 
 /// Forward pass: `acts[0]` holds the input; fills the other layers, the last with softmax
@@ -855,7 +862,7 @@ impl TryFrom<StoredMlp> for PlasticMlp {
         }
         let d = s.sizes.first().copied().unwrap_or(0);
         let n = &s.normalizer;
-        if s.params.len() != parameter_count(&s.sizes)
+        if Some(s.params.len()) != checked_parameter_count(&s.sizes)
             || n.mean.len() != d
             || n.var.len() != d
             || n.var_floor.len() != d
@@ -1115,6 +1122,77 @@ impl PlasticMlp {
     /// Fraction of features an outlier window may have clipped, as a count.
     fn outlier_limit(&self) -> f64 {
         self.config.online.max_outlier_fraction * self.sizes[0] as f64
+    }
+}
+
+impl PlasticMlp {
+    /// Checks a loaded model beyond what loading already checks (layer sizes against the
+    /// configuration, lengths, finiteness): fitted, input width = `features` (the feature
+    /// stage's dimension), sane magnitudes. Field names are as in the model file.
+    pub fn validate(&self, features: usize) -> std::result::Result<(), String> {
+        use super::lda::{check_len, check_values};
+        let Some(&d) = self.sizes.first() else {
+            return Err("sizes is empty: the net was never fitted".into());
+        };
+        if d != features {
+            return Err(format!(
+                "sizes[0] (input width) is {d}, but the feature stage makes {features} feature(s)"
+            ));
+        }
+        if self.sizes.last() != Some(&self.classes) || self.classes < 2 {
+            return Err(format!(
+                "sizes {:?} must end with classes = {} (at least 2)",
+                self.sizes, self.classes
+            ));
+        }
+        check_len(
+            "params",
+            self.params.len(),
+            checked_parameter_count(&self.sizes),
+            "weights and biases of the layer sizes",
+        )?;
+        check_len(
+            "normalizer.mean",
+            self.normalizer.mean.len(),
+            Some(d),
+            "one per feature",
+        )?;
+        check_len(
+            "normalizer.var",
+            self.normalizer.var.len(),
+            Some(d),
+            "one per feature",
+        )?;
+        check_len(
+            "normalizer.var_floor",
+            self.normalizer.var_floor.len(),
+            Some(d),
+            "one per feature",
+        )?;
+        check_values("params", &self.params)?;
+        check_values("normalizer.mean", &self.normalizer.mean)?;
+        check_values("normalizer.var", &self.normalizer.var)?;
+        check_values("normalizer.var_floor", &self.normalizer.var_floor)?;
+        if let Some(i) = self.normalizer.var.iter().position(|v| *v <= 0.0) {
+            return Err(format!(
+                "normalizer.var[{i}] is {}, expected > 0",
+                self.normalizer.var[i]
+            ));
+        }
+        if let Some(i) = self.normalizer.var_floor.iter().position(|v| *v <= 0.0) {
+            return Err(format!(
+                "normalizer.var_floor[{i}] is {}, expected > 0",
+                self.normalizer.var_floor[i]
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.recent_error) {
+            return Err(format!(
+                "recent_error is {}, expected in [0, 1]",
+                self.recent_error
+            ));
+        }
+        check_values("learning_rate", [&self.learning_rate])?;
+        Ok(())
     }
 }
 

@@ -348,6 +348,74 @@ impl Svm {
     }
 }
 
+impl Svm {
+    /// Checks a loaded model: shapes against each other and against `features` (the feature
+    /// stage's dimension), finite and sane values. Field names are as in the model file.
+    pub fn validate(&self, features: usize) -> std::result::Result<(), String> {
+        use super::lda::{check_len, check_values};
+        let (k, d, m) = (self.classes, self.n_features, self.machines);
+        if k < 2 {
+            return Err(format!("classes is {k}, expected at least 2"));
+        }
+        if d != features {
+            return Err(format!(
+                "n_features is {d}, but the feature stage makes {features} feature(s)"
+            ));
+        }
+        let machines = if k == 2 { 1 } else { k };
+        if m != machines {
+            return Err(format!(
+                "machines is {m}, expected {machines} for {k} classes"
+            ));
+        }
+        check_len("mean", self.mean.len(), Some(d), "one per feature")?;
+        check_len("scale", self.scale.len(), Some(d), "one per feature")?;
+        check_len("bias", self.bias.len(), Some(m), "one per machine")?;
+        check_len("platt", self.platt.len(), Some(m), "one per machine")?;
+        check_values("mean", &self.mean)?;
+        check_values("scale", &self.scale)?;
+        check_values("bias", &self.bias)?;
+        check_values("platt", self.platt.iter().flatten())?;
+        check_values("gamma", [&self.gamma])?;
+        if let Some(i) = self.scale.iter().position(|s| *s <= 0.0) {
+            return Err(format!("scale[{i}] is {}, expected > 0", self.scale[i]));
+        }
+        match self.config.kernel {
+            Kernel::Linear => {
+                let shape = format!("{m} machines x {d} features");
+                check_len("weights", self.weights.len(), m.checked_mul(d), &shape)?;
+                check_values("weights", &self.weights)?;
+                check_len("support", self.support.len(), Some(0), "linear kernel")?;
+                check_len("dual_coef", self.dual_coef.len(), Some(0), "linear kernel")?;
+            }
+            Kernel::Rbf => {
+                let n = self.n_support;
+                if self.gamma <= 0.0 {
+                    return Err(format!(
+                        "gamma is {}, expected > 0 for the RBF kernel",
+                        self.gamma
+                    ));
+                }
+                let shape = format!("n_support {n} x {d} features");
+                check_len("support", self.support.len(), n.checked_mul(d), &shape)?;
+                let shape = format!("{m} machines x n_support {n}");
+                check_len("dual_coef", self.dual_coef.len(), m.checked_mul(n), &shape)?;
+                check_values("dual_coef", &self.dual_coef)?;
+                if let Some(i) = self.support.iter().position(|v| {
+                    !(v.is_finite() && f64::from(v.abs()) <= super::lda::MAX_PARAMETER)
+                }) {
+                    return Err(format!(
+                        "support[{i}] is not a finite number of magnitude at most {:e}",
+                        super::lda::MAX_PARAMETER
+                    ));
+                }
+                check_len("weights", self.weights.len(), Some(0), "RBF kernel")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Decoder for Svm {
     fn classes(&self) -> usize {
         self.classes

@@ -137,6 +137,66 @@ impl Csp {
     }
 }
 
+impl Csp {
+    /// Checks a loaded state: fitted on `channels` channels (the pipeline's, after
+    /// preprocessing), one filter, pattern, eigenvalue and name per feature, filters the
+    /// number of components × binary problems, every value finite and sane. Returns the
+    /// feature dimension. Field names are as in the model file.
+    pub fn validate(&self, channels: usize) -> std::result::Result<usize, String> {
+        use crate::decoder::lda::{check_len, check_values};
+        if self.channels != channels {
+            return Err(format!(
+                "channels is {}, but the model's fingerprint lists {channels} channel(s)",
+                self.channels
+            ));
+        }
+        let k = self.classes.len();
+        if k < 2 || self.classes.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(format!(
+                "classes {:?}: expected at least 2 distinct labels, ascending",
+                self.classes
+            ));
+        }
+        let problems = if k == 2 { 1 } else { k };
+        let n = self.config.components.checked_mul(problems);
+        let what = format!(
+            "{} components x {problems} binary problem(s)",
+            self.config.components
+        );
+        check_len("filters", self.filters.len(), n, &what)?;
+        let n = self.filters.len();
+        if n == 0 {
+            return Err("filters is empty: the CSP stage was never fitted".into());
+        }
+        check_len("patterns", self.patterns.len(), Some(n), "one per filter")?;
+        check_len(
+            "eigenvalues",
+            self.eigenvalues.len(),
+            Some(n),
+            "one per filter",
+        )?;
+        check_len("names", self.names.len(), Some(n), "one per filter")?;
+        for (i, (f, p)) in self.filters.iter().zip(&self.patterns).enumerate() {
+            check_len(
+                &format!("filters[{i}]"),
+                f.len(),
+                Some(channels),
+                "one per channel",
+            )?;
+            check_len(
+                &format!("patterns[{i}]"),
+                p.len(),
+                Some(channels),
+                "one per channel",
+            )?;
+            check_values(&format!("filters[{i}]"), f)?;
+            check_values(&format!("patterns[{i}]"), p)?;
+        }
+        check_values("eigenvalues", &self.eigenvalues)?;
+        Ok(n)
+    }
+}
+
 /// Accumulate the uncentered scatter Σ X Xᵀ of windows into `sum`.
 fn add_scatter(w: &Window<'_>, ws: &mut CovWorkspace, tmp: &mut Mat, sum: &mut Mat) {
     ws.covariance(w.data, w.channels, w.samples, false, Shrinkage::None, tmp);

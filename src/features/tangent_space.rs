@@ -200,6 +200,33 @@ impl TangentSpace {
     }
 }
 
+impl TangentSpace {
+    /// Checks a loaded state: fitted, the reference `channels × channels` (the pipeline's
+    /// channels after preprocessing), every entry of it and of its square roots finite and
+    /// sane (symmetric positive definiteness was checked when it was read). Returns the feature
+    /// dimension. Field names are as in the model file.
+    pub fn validate(&self, channels: usize) -> std::result::Result<usize, String> {
+        use crate::decoder::lda::check_values;
+        let Some(reference) = &self.reference else {
+            return Err("reference is null: the tangent-space stage was never fitted".into());
+        };
+        let n = reference.mean.nrows();
+        if n != channels {
+            return Err(format!(
+                "reference is {n} x {n}, but the model's fingerprint lists {channels} channel(s)"
+            ));
+        }
+        check_values("reference", reference.mean.iter())?;
+        // Derived from the reference; a huge but finite reference can still overflow here.
+        check_values("reference (its square root)", reference.sqrt.iter())?;
+        check_values(
+            "reference (its inverse square root)",
+            reference.invsqrt.iter(),
+        )?;
+        Ok(self.names.len())
+    }
+}
+
 /// Symmetric eigendecomposition of an owned matrix (no copy; unsorted — order is irrelevant
 /// for functions of the matrix). `None` on non-finite input or no convergence.
 fn eigen_owned(m: Mat) -> Option<SymmetricEigen<f64, nalgebra::Dyn>> {

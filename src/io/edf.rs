@@ -20,13 +20,17 @@
 //!   every annotation onset and record onset, so events and samples share one clock. EDF+C
 //!   (and plain EDF/BDF) timestamps are `i / rate`; EDF+D timestamps follow each record's
 //!   time-keeping onset, so gaps between records show as jumps in the timestamps.
-//! - **Strict sizes.** A file whose length is not exactly header + records × record size is
-//!   rejected, with both numbers: a truncated last record usually means an interrupted copy,
-//!   and silently dropping or zero-filling it would corrupt an analysis without anyone
-//!   noticing. The one exception is a record count of `-1` (the spec's "unknown, still
-//!   recording"): the count is then derived from the file size when it divides evenly.
-//!   Because the size is checked before any sample buffer is allocated, allocations are
-//!   bounded by a small multiple of the file size, whatever the header claims.
+//! - **Sizes.** A file shorter than header + records × record size keeps its whole records
+//!   and drops the partial last one, with a warning naming the bytes dropped (a full disk or
+//!   an interrupted copy leaves exactly that, and pyxdf-style recovery of what was written is
+//!   more useful than refusing the whole file); extra bytes after the declared records are an
+//!   error, since that is not what a torn write leaves. A record count of `-1` (the spec's
+//!   "unknown, still recording") is derived from the file size the same way. Because the
+//!   sizes are checked before any sample buffer is allocated, allocations are bounded by a
+//!   small multiple of the file size, whatever the header claims.
+//! - **Rates.** Every ordinary signal's rate (samples per record / record duration) must be in
+//!   [[`MIN_RATE_HZ`](crate::io::MIN_RATE_HZ), [`MAX_RATE_HZ`](crate::io::MAX_RATE_HZ)]: a record duration of 1e-9 s would otherwise announce
+//!   1e11 Hz and make every later window allocation absurd.
 //! - **Errors, not panics.** Every header number is parsed with its field named in the error,
 //!   arithmetic on header-derived sizes is checked, and malformed TALs are reported with the
 //!   record they are in. Digital minimum = maximum is rejected (the scaling would divide by
@@ -43,7 +47,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::io::{RecordedStream, Recording, StreamData};
+use crate::io::{check_rate, RecordedStream, Recording, StreamData};
 use crate::stream::{normalize_label, ChannelInfo, Event, StreamInfo, ValueFormat, IRREGULAR_RATE};
 
 const FIXED_HEADER: usize = 256;
@@ -157,13 +161,19 @@ impl Ctx<'_> {
 
 /// Parse an EDF, EDF+ or BDF file already read into memory.
 pub fn parse(bytes: &[u8], path: &Path) -> Result<Recording> {
+    parse_reporting(bytes, path, &mut Vec::new())
+}
+
+/// [`parse`], appending what was recovered from (a partial last record) to `warnings`; each
+/// is also logged with `tracing::warn`.
+pub fn parse_reporting(bytes: &[u8], path: &Path, warnings: &mut Vec<String>) -> Result<Recording> {
     let flavor = if bytes.starts_with(BDF_MAGIC) {
         Flavor::Bdf
     } else {
         Flavor::Edf
     };
     let ctx = Ctx { flavor, path };
-    let header = parse_header(bytes, &ctx)?;
+    let header = parse_header(bytes, &ctx, warnings)?;
     let data = &bytes[header.header_bytes..];
 
     let annotations = read_annotations(&header, data, &ctx)?;
@@ -200,7 +210,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Recording> {
     Ok(Recording { streams })
 }
 
-fn parse_header(bytes: &[u8], ctx: &Ctx) -> Result<Header> {
+fn parse_header(bytes: &[u8], ctx: &Ctx, warnings: &mut Vec<String>) -> Result<Header> {
     let flavor = ctx.flavor;
     if bytes.len() < FIXED_HEADER {
         return Err(ctx.err(format!(
@@ -327,56 +337,73 @@ fn parse_header(bytes: &[u8], ctx: &Ctx) -> Result<Header> {
         // Only annotation-only EDF+ files may have zero-length records: a rate needs time.
         return Err(ctx.err("duration of a data record is 0, but the file has ordinary signals"));
     }
+    for (s, sig) in signals.iter().enumerate().filter(|(_, s)| !s.is_annotation) {
+        let rate = sig.samples_per_record as f64 / record_duration;
+        check_rate(rate).map_err(|e| {
+            ctx.err(format!(
+                "signal {s} ({:?}): {} samples per record over a duration of a data record of \
+                 {record_duration} s (header bytes 244..252) gives a rate of {e}",
+                sig.label, sig.samples_per_record
+            ))
+        })?;
+    }
 
     let data_len = bytes.len() - header_bytes;
     let declared = ctx.int(
         field(236, 8),
         "number of data records (header bytes 236..244)",
     )?;
+    let whole = data_len / record_bytes;
+    let torn = data_len % record_bytes;
     let records = match declared {
-        -1 => {
-            if data_len % record_bytes != 0 {
-                return Err(ctx.err(format!(
-                    "number of data records is -1 (unknown) and the {data_len} data bytes are not a \
-                     whole number of {record_bytes}-byte records (last record truncated)"
-                )));
-            }
-            data_len / record_bytes
-        }
+        -1 => whole,
         n if n < 0 => return Err(ctx.err(format!("number of data records is {n}, negative"))),
         n => {
             let n = usize::try_from(n)
                 .map_err(|_| ctx.err(format!("number of data records {n} is too large")))?;
-            let expected = n
-                .checked_mul(record_bytes)
-                .and_then(|d| d.checked_add(header_bytes))
-                .ok_or_else(|| {
-                    ctx.err(format!(
-                        "{n} records of {record_bytes} bytes overflow the file size"
-                    ))
-                })?;
-            if expected != bytes.len() {
-                let what = if bytes.len() < expected {
-                    format!(
-                        "truncated: the data holds {} whole records and {} bytes of the next",
-                        data_len / record_bytes,
-                        data_len % record_bytes
-                    )
-                } else {
-                    format!(
-                        "{} extra bytes after the last declared record",
-                        bytes.len() - expected
-                    )
-                };
+            if whole > n || (whole == n && torn > 0) {
+                let expected = header_bytes + n * record_bytes;
                 return Err(ctx.err(format!(
                     "file size is {} bytes but the header declares {expected} \
-                     ({header_bytes} header + {n} records x {record_bytes} bytes); {what}",
-                    bytes.len()
+                     ({header_bytes} header + {n} records x {record_bytes} bytes); {} extra bytes \
+                     after the last declared record",
+                    bytes.len(),
+                    bytes.len() - expected
                 )));
             }
-            n
+            if whole < n {
+                let holds = format!(
+                    "the header declares {n} data records of {record_bytes} bytes, the file \
+                     holds {whole} whole records and {torn} bytes of the next"
+                );
+                if whole + 1 < n || torn == 0 {
+                    // More than the last record missing is not a torn write: refuse.
+                    return Err(ctx.err(format!(
+                        "file size is {} bytes but the header declares {} ({header_bytes} \
+                         header + {n} records x {record_bytes} bytes); truncated: {holds}",
+                        bytes.len(),
+                        n as u128 * record_bytes as u128 + header_bytes as u128
+                    )));
+                }
+                let message = format!(
+                    "{}: truncated: {holds}; kept the {whole} whole records",
+                    ctx.path.display()
+                );
+                tracing::warn!("{message}");
+                warnings.push(message);
+            }
+            whole
         }
     };
+    if torn > 0 && declared == -1 {
+        let message = format!(
+            "{}: torn tail: {torn} bytes after the last whole {record_bytes}-byte data record \
+             ignored (number of data records is -1, unknown)",
+            ctx.path.display()
+        );
+        tracing::warn!("{message}");
+        warnings.push(message);
+    }
 
     Ok(Header {
         flavor,
@@ -893,12 +920,9 @@ mod tests {
         bytes[236..244].copy_from_slice(b"-1      ");
         let rec = parse(&bytes, path()).unwrap();
         assert_eq!(rec.streams[0].sample_count(), 8);
+        // A torn last record is dropped (with a warning), as with a declared count.
         bytes.pop();
-        assert!(
-            err_text(&bytes).contains("not a whole number"),
-            "{}",
-            err_text(&bytes)
-        );
+        assert_eq!(parse(&bytes, path()).unwrap().streams[0].sample_count(), 4);
     }
 
     #[test]
@@ -944,11 +968,48 @@ mod tests {
         let mut bad = good.clone();
         bad.push(0);
         assert!(err_text(&bad).contains("extra bytes"));
-        let msg = err_text(&good[..good.len() - 3]);
+    }
+
+    #[test]
+    fn partial_last_record_keeps_the_whole_ones_with_a_warning() {
+        let good = two_rate_edf();
+        let full = parse(&good, path()).unwrap();
+        let mut warnings = Vec::new();
+        let cut = parse_reporting(&good[..good.len() - 3], path(), &mut warnings).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(
-            msg.contains("truncated") && msg.contains(&format!("{} bytes", good.len() - 3)),
-            "{msg}"
+            warnings[0].contains("truncated") && warnings[0].contains("1 whole records"),
+            "{warnings:?}"
         );
+        for (c, f) in cut
+            .streams
+            .iter()
+            .zip(&full.streams)
+            .filter(|(c, _)| c.is_signal())
+        {
+            assert_eq!(c.sample_count() * 2, f.sample_count(), "{}", f.info.name);
+            if let (Some(c0), Some(f0)) = (c.channel(0), f.channel(0)) {
+                assert_eq!(c0, &f0[..c.sample_count()]);
+            }
+        }
+        let mut unknown = good.clone();
+        unknown[236..244].copy_from_slice(b"-1      ");
+        let mut warnings = Vec::new();
+        parse_reporting(&unknown[..unknown.len() - 1], path(), &mut warnings).unwrap();
+        assert!(warnings[0].contains("torn tail"), "{warnings:?}");
+    }
+
+    #[test]
+    fn absurd_rates_are_refused_naming_the_field() {
+        for duration in [b"1e-9    ", b"1e-300  ", b"1e300   "] {
+            let mut bad = two_rate_edf();
+            bad[244..252].copy_from_slice(duration);
+            let msg = err_text(&bad);
+            assert!(
+                msg.contains("duration of a data record") && msg.contains("allowed range"),
+                "{msg}"
+            );
+        }
     }
 
     #[test]
@@ -957,6 +1018,8 @@ mod tests {
         let spr_at = 256 + 216 * 3;
         bad[spr_at..spr_at + 8].copy_from_slice(b"99999999");
         bad[236..244].copy_from_slice(b"99999999");
+        // A duration that keeps 99999999 samples per record under the rate bound.
+        bad[244..252].copy_from_slice(b"1000    ");
         assert!(
             err_text(&bad).contains("file size is"),
             "{}",

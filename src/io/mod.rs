@@ -105,20 +105,48 @@ impl Recording {
     }
 }
 
+/// Highest nominal rate a reader accepts, Hz. Well above any EEG amplifier (BioSemi tops out
+/// at 16 kHz); a header claiming more is corrupt, and downstream window sizes are rate ×
+/// seconds, so an absurd rate becomes an absurd allocation.
+pub const MAX_RATE_HZ: f64 = 100_000.0;
+/// Lowest nominal rate of a regular stream, Hz (one sample per 1000 s): below it a header is
+/// corrupt rather than slow, and one nominal period would dwarf any recording.
+pub const MIN_RATE_HZ: f64 = 0.001;
+
+/// `Err` with the allowed range unless `rate` is a plausible regular sampling rate.
+pub(crate) fn check_rate(rate: f64) -> std::result::Result<(), String> {
+    if rate.is_finite() && (MIN_RATE_HZ..=MAX_RATE_HZ).contains(&rate) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{rate} Hz, outside the allowed range [{MIN_RATE_HZ}, {MAX_RATE_HZ}] Hz"
+        ))
+    }
+}
+
 /// Read a recording, choosing the reader from the file's magic bytes: `0       ` (EDF/EDF+),
-/// `\xFFBIOSEMI` (BDF) or `XDF:`.
+/// `\xFFBIOSEMI` (BDF) or `XDF:`. Warnings (a torn tail that was dropped) go to the log; see
+/// [`open_with_warnings`] to get them too.
 pub fn open(path: impl AsRef<Path>) -> Result<Recording> {
+    open_with_warnings(path).map(|(recording, _)| recording)
+}
+
+/// [`open`], also returning what the reader recovered from (e.g. "torn tail: 1234 bytes after
+/// the last whole chunk ignored"), for tools that show it to people.
+pub fn open_with_warnings(path: impl AsRef<Path>) -> Result<(Recording, Vec<String>)> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    if bytes.starts_with(b"XDF:") {
-        xdf::parse(&bytes, path)
+    let mut warnings = Vec::new();
+    let recording = if bytes.starts_with(b"XDF:") {
+        xdf::parse_reporting(&bytes, path, &xdf::ParseOptions::default(), &mut warnings)
     } else if bytes.starts_with(b"0       ") || bytes.starts_with(b"\xFFBIOSEMI") {
-        edf::parse(&bytes, path)
+        edf::parse_reporting(&bytes, path, &mut warnings)
     } else {
         Err(Error::format(
             "recording",
             path,
             "not an EDF, BDF or XDF file (the first bytes match none of their signatures)",
         ))
-    }
+    }?;
+    Ok((recording, warnings))
 }

@@ -44,14 +44,23 @@
 //!
 //! # Damaged files
 //!
-//! The reader is strict where pyxdf is forgiving: a file cut mid-chunk, a chunk whose samples
-//! do not fill it exactly (wrong `channel_count` or `channel_format` in the header), samples or
-//! clock offsets for a stream whose header has not been seen, or a second header for one stream
-//! id are errors naming the byte offset and chunk tag. Silently recovering would hand a
-//! pipeline partial or misaligned data. Every length read from the file is checked against the
-//! bytes actually left before anything is allocated from it, so a corrupt length cannot
-//! trigger a huge allocation or a panic.
+//! A recording cut mid-chunk (a full disk, a killed writer, an interrupted copy) keeps every
+//! whole chunk before the cut, as pyxdf does: the reader stops at the first chunk whose
+//! declared length runs past the end of the file, logs a `tracing::warn` and reports
+//! "torn tail: N bytes after the last whole chunk ignored" (see
+//! [`crate::io::open_with_warnings`]). Only a cut inside the FileHeader is an error.
 //!
+//! Everything else stays strict: a chunk whose samples do not fill it exactly (wrong
+//! `channel_count` or `channel_format` in the header), samples or clock offsets for a stream
+//! whose header has not been seen, a second header for one stream id, or an invalid length
+//! byte are errors naming the byte offset and chunk tag. Silently recovering would hand a
+//! pipeline misaligned data. Every length read from the file is checked against the bytes
+//! actually left before anything is allocated from it, so a corrupt length cannot trigger a
+//! huge allocation or a panic; the channels declared by all stream headers together are
+//! bounded by the file size too ([`channel_budget`]), since each one costs memory whether or
+//! not the file holds data for it. `nominal_srate` must be 0 (irregular) or in
+//! [[`MIN_RATE_HZ`](crate::io::MIN_RATE_HZ), [`MAX_RATE_HZ`](crate::io::MAX_RATE_HZ)].
+
 //! # Why our own parser
 //!
 //! The `xdf` crate (0.1.2) was tried on the three reference files: it rejects
@@ -68,13 +77,22 @@ pub mod write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::io::{RecordedStream, Recording, StreamData};
+use crate::io::{check_rate, RecordedStream, Recording, StreamData};
 use crate::stream::{normalize_label, ChannelInfo, Event, StreamInfo, ValueFormat};
 
 /// Channel counts above this are treated as a corrupt header. Generous (an LSL video stream
 /// sends one channel per pixel) but keeps a bad header from allocating gigabytes of
 /// [`ChannelInfo`].
 const MAX_CHANNELS: usize = 1 << 22;
+
+/// Channels every stream header of a file may declare in total: 65 536, plus one per 4 bytes
+/// of file. A channel's label and unit cost ~100 bytes of memory even when the file holds no
+/// sample for it, so without this a 1 KB file of stream headers could claim gigabytes; a
+/// stream whose channels carry data pays for them with at least one byte per channel and
+/// sample, so real files stay far inside it.
+fn channel_budget(file_len: usize) -> usize {
+    (1 << 16) + file_len / 4
+}
 
 /// How [`parse_with`] treats time stamps. [`Default`] is what [`parse`] uses: pyxdf's clock
 /// synchronisation defaults, no dejittering.
@@ -128,6 +146,17 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Recording> {
 
 /// [`parse`] with explicit time-stamp handling.
 pub fn parse_with(bytes: &[u8], path: &Path, options: &ParseOptions) -> Result<Recording> {
+    parse_reporting(bytes, path, options, &mut Vec::new())
+}
+
+/// [`parse_with`], appending what was recovered from (a torn tail) to `warnings`; each is
+/// also logged with `tracing::warn`.
+pub fn parse_reporting(
+    bytes: &[u8],
+    path: &Path,
+    options: &ParseOptions,
+    warnings: &mut Vec<String>,
+) -> Result<Recording> {
     let fail = |detail: String| Error::format("XDF", path, detail);
     if !bytes.starts_with(b"XDF:") {
         return Err(fail("missing the magic bytes `XDF:` at the start".into()));
@@ -135,8 +164,24 @@ pub fn parse_with(bytes: &[u8], path: &Path, options: &ParseOptions) -> Result<R
     let mut streams: Vec<StreamBuilder> = Vec::new();
     let mut pos = 4;
     let mut first_chunk = true;
+    let mut channels_left = channel_budget(bytes.len());
     while pos < bytes.len() {
-        let chunk = next_chunk(bytes, pos).map_err(fail)?;
+        let chunk = match next_chunk(bytes, pos) {
+            Ok(chunk) => chunk,
+            Err(ChunkError::Torn(detail)) if !first_chunk => {
+                let message = format!(
+                    "{}: torn tail: {} bytes after the last whole chunk ignored ({detail})",
+                    path.display(),
+                    bytes.len() - pos
+                );
+                tracing::warn!("{message}");
+                warnings.push(message);
+                break;
+            }
+            Err(ChunkError::Torn(detail) | ChunkError::Corrupt(detail)) => {
+                return Err(fail(detail))
+            }
+        };
         let context = |detail: String| {
             fail(format!(
                 "chunk at byte {} (tag {}, {}): {detail}",
@@ -160,7 +205,9 @@ pub fn parse_with(bytes: &[u8], path: &Path, options: &ParseOptions) -> Result<R
                     return Err(context(format!("second StreamHeader for stream id {id}")));
                 }
                 let xml = content.rest();
-                let builder = StreamBuilder::from_header(id, xml).map_err(context)?;
+                let builder =
+                    StreamBuilder::from_header(id, xml, channels_left).map_err(context)?;
+                channels_left -= builder.channels;
                 streams.push(builder);
             }
             TAG_SAMPLES => {
@@ -205,7 +252,9 @@ pub fn file_header(bytes: &[u8], path: &Path) -> Result<String> {
     if !bytes.starts_with(b"XDF:") {
         return Err(fail("missing the magic bytes `XDF:` at the start".into()));
     }
-    let chunk = next_chunk(bytes, 4).map_err(fail)?;
+    let chunk = next_chunk(bytes, 4).map_err(|e| match e {
+        ChunkError::Torn(detail) | ChunkError::Corrupt(detail) => fail(detail),
+    })?;
     if chunk.tag != TAG_FILE_HEADER {
         return Err(fail(format!(
             "the first chunk (byte 4) has tag {}, not the FileHeader (tag 1)",
@@ -251,34 +300,47 @@ struct Chunk<'a> {
     end: usize,
 }
 
-fn next_chunk(bytes: &[u8], start: usize) -> Result<Chunk<'_>, String> {
+/// Why a chunk's framing cannot be read: the file ends inside it (what a torn write leaves,
+/// recoverable by dropping the tail), or its framing is impossible (corruption).
+enum ChunkError {
+    Torn(String),
+    Corrupt(String),
+}
+
+fn next_chunk(bytes: &[u8], start: usize) -> Result<Chunk<'_>, ChunkError> {
     let mut header = Cursor {
         scope: "file",
         ..Cursor::new(&bytes[start..], start)
     };
+    let lol = bytes.get(start).copied();
     let length = header.varlen().map_err(|e| {
-        format!(
+        let message = format!(
             "chunk at byte {start}: cannot read its length ({e}); the file is truncated or corrupt"
-        )
+        );
+        if matches!(lol, Some(1 | 4 | 8)) {
+            ChunkError::Torn(message)
+        } else {
+            ChunkError::Corrupt(message)
+        }
     })?;
     let tag_start = start + header.pos;
     let left = (bytes.len() - tag_start) as u64;
     if length < 2 {
-        return Err(format!(
+        return Err(ChunkError::Corrupt(format!(
             "chunk at byte {start}: length {length} is too short to hold its 2-byte tag"
-        ));
+        )));
     }
     if left < 2 {
-        return Err(format!(
+        return Err(ChunkError::Torn(format!(
             "truncated file: chunk at byte {start} ends inside its tag ({left} of 2 bytes present)"
-        ));
+        )));
     }
     let tag = u16::from_le_bytes([bytes[tag_start], bytes[tag_start + 1]]);
     if length > left {
-        return Err(format!(
+        return Err(ChunkError::Torn(format!(
             "truncated file: chunk at byte {start} (tag {tag}, {}) declares {length} bytes but only {left} remain",
             tag_name(tag)
-        ));
+        )));
     }
     // `length <= left` fits in usize since `left` came from one.
     let end = tag_start + length as usize;
@@ -400,8 +462,9 @@ struct StreamBuilder {
 }
 
 impl StreamBuilder {
-    fn from_header(id: u32, xml: &[u8]) -> Result<Self, String> {
-        let info = parse_stream_header(xml)?;
+    /// `channels_left`: what remains of the file's [`channel_budget`].
+    fn from_header(id: u32, xml: &[u8], channels_left: usize) -> Result<Self, String> {
+        let info = parse_stream_header(xml, channels_left)?;
         let channels = info.channel_count();
         let period = if info.nominal_rate > 0.0 {
             1.0 / info.nominal_rate
@@ -558,7 +621,7 @@ fn decode_value(format: ValueFormat, raw: &[u8]) -> f32 {
 }
 
 /// The `<info>` document of a StreamHeader chunk → [`StreamInfo`].
-fn parse_stream_header(xml: &[u8]) -> Result<StreamInfo, String> {
+fn parse_stream_header(xml: &[u8], channels_left: usize) -> Result<StreamInfo, String> {
     let text = std::str::from_utf8(xml)
         .map_err(|e| format!("stream header XML is not valid UTF-8 ({e})"))?;
     let doc = roxmltree::Document::parse(text)
@@ -587,12 +650,26 @@ fn parse_stream_header(xml: &[u8]) -> Result<StreamInfo, String> {
                 "stream header: channel_count `{count_text}` is not a count up to {MAX_CHANNELS}"
             )
         })?;
+    if channel_count > channels_left {
+        return Err(format!(
+            "stream header: channel_count {channel_count} is more than this file can describe: \
+             the stream headers of a file may declare at most 65536 channels plus one per 4 bytes \
+             of file, and {channels_left} remain"
+        ));
+    }
     let rate_text = required("nominal_srate")?;
     let nominal_rate: f64 = rate_text
         .parse()
         .ok()
         .filter(|r: &f64| r.is_finite() && *r >= 0.0)
         .ok_or_else(|| format!("stream header: nominal_srate `{rate_text}` is not a rate in Hz"))?;
+    if nominal_rate != 0.0 {
+        check_rate(nominal_rate).map_err(|e| {
+            format!(
+                "stream header: nominal_srate `{rate_text}` is {e} (or 0 for an irregular stream)"
+            )
+        })?;
+    }
     let format_text = required("channel_format")?;
     let format = ValueFormat::from_lsl_name(&format_text)
         // int24 is a BDF width, not an LSL/XDF channel format.
