@@ -34,6 +34,12 @@
 //!   bad value with file, key, value and range, before any sample).
 //! - [`pipeline`]: the synchronous hot path ([`pipeline::Pipeline`]) that chains the stages
 //!   above.
+//! - [`engine`]: the session engine ([`engine::Engine`]): pipeline, controller, command
+//!   numbering, recent commands for feedback, the sample clock and every recorded state change
+//!   ([`engine::SessionEvent`]). The service's DSP thread, `replay`, `replay --commands` and
+//!   `evaluate --online` all drive it, so a replay equals the live session by construction.
+//! - [`closed_loop`]: calibrate a new user on the stream's (or the page's) cues, train off the
+//!   DSP thread, hot-load the model, decide cued online trials and learn from their labels.
 //! - [`epochs`]: labelled calibration epochs cut after each cue, through the same
 //!   preprocessing the live pipeline runs.
 //! - [`evaluate`]: fitting, cross-validation, held-out and online (plastic vs frozen)
