@@ -10,7 +10,6 @@
 use ndarray::Array2;
 use serde::Serialize;
 
-use crate::decoder::calibration::{self, Calibration};
 use crate::decoder::cv::stratified_kfold;
 use crate::decoder::metrics::Report;
 use crate::decoder::{AnyDecoder, Decoder};
@@ -51,66 +50,8 @@ pub fn feature_matrix(
     x
 }
 
-/// Folds of the inner cross-validation whose held-out outputs calibrate the probabilities.
-pub const CALIBRATION_FOLDS: usize = 5;
-/// Fixed seed of that cross-validation, so a fit is a pure function of its data.
-const CALIBRATION_SEED: u64 = 0xCA11_B4A7;
-
-/// Fit a fresh feature stage and decoder on the epochs at `indices`, with calibrated
-/// probabilities: an inner stratified k-fold over `indices` fits a fresh feature stage and
-/// decoder per inner fold, and the map of [`crate::decoder::calibration`] is fitted to their
-/// pooled held-out probabilities. So calibration sees no example its model was fitted on and
-/// nothing outside `indices`. With fewer than 2 trials in some class no inner split exists and
-/// the probabilities stay raw.
+/// Fit a fresh feature stage and decoder on the epochs at `indices`.
 pub fn fit(config: &PipelineConfig, epochs: &Epochs, indices: &[usize]) -> Result<Trained> {
-    let mut trained = fit_uncalibrated(config, epochs, indices)?;
-    let calibration = out_of_fold_calibration(config, epochs, indices)?;
-    calibration::set(&mut trained.decoder, calibration);
-    Ok(trained)
-}
-
-fn out_of_fold_calibration(
-    config: &PipelineConfig,
-    epochs: &Epochs,
-    indices: &[usize],
-) -> Result<Option<Calibration>> {
-    let labels: Vec<usize> = indices.iter().map(|&i| epochs.labels[i]).collect();
-    let classes = config.training.classes.len();
-    let mut counts = vec![0usize; classes.max(1)];
-    for &l in &labels {
-        if let Some(c) = counts.get_mut(l) {
-            *c += 1;
-        }
-    }
-    let k = CALIBRATION_FOLDS.min(counts.iter().copied().min().unwrap_or(0));
-    if k < 2 {
-        return Ok(None);
-    }
-    let mut held_out = Array2::<f64>::zeros((indices.len(), classes));
-    for fold in stratified_kfold(&labels, k, CALIBRATION_SEED)? {
-        let train: Vec<usize> = fold.train.iter().map(|&r| indices[r]).collect();
-        let test: Vec<usize> = fold.test.iter().map(|&r| indices[r]).collect();
-        let mut inner = fit_uncalibrated(config, epochs, &train).map_err(|e| {
-            Error::Other(format!(
-                "probability calibration: an inner fold ({} of {} trials) failed to fit: {e}",
-                train.len(),
-                indices.len()
-            ))
-        })?;
-        let p = predict(&mut inner, epochs, &test);
-        for (row, &r) in fold.test.iter().enumerate() {
-            held_out.row_mut(r).assign(&p.row(row));
-        }
-    }
-    Calibration::fit(held_out.view(), &labels).map(Some)
-}
-
-/// [`fit`] without the probability calibration: the decoder's raw probabilities.
-pub fn fit_uncalibrated(
-    config: &PipelineConfig,
-    epochs: &Epochs,
-    indices: &[usize],
-) -> Result<Trained> {
     let decoder_config = config.decoder.as_ref().ok_or_else(|| {
         Error::config(
             "pipeline",

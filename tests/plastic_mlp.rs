@@ -247,206 +247,6 @@ fn plasticity_helps_under_drift() {
     assert!(late_adaptive > late_frozen);
 }
 
-/// The old online policy: one step on the new example alone, the rate rising with errors, no
-/// gate, no replay, no anchor or drift ball.
-fn old_policy() -> OnlineConfig {
-    OnlineConfig {
-        learning_rate: 0.01,
-        replay_per_class: 0,
-        update_margin: 2.0,
-        rate_decay_updates: 1e12,
-        anchor: 0.0,
-        max_drift: f64::MAX,
-        ..OnlineConfig::default()
-    }
-}
-
-/// `n` trials of a stationary two-class problem with strictly alternating labels, whose
-/// features also carry a slow background (AR(1), ρ = 0.95, std 1.5 per feature): consecutive
-/// trials look alike whatever their class, as consecutive EEG trials do. Class 1 sits at
-/// `+separation` on features 0 and 1.
-fn alternating_trials(n: usize, d: usize, separation: f64, seed: u64) -> (Array2<f32>, Vec<usize>) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let rho: f64 = 0.95;
-    let innovation = 1.5 * (1.0 - rho * rho).sqrt();
-    let mut background: Vec<f64> = (0..d)
-        .map(|_| {
-            let v: f64 = StandardNormal.sample(&mut rng);
-            1.5 * v
-        })
-        .collect();
-    let mut x = Array2::zeros((n, d));
-    let labels: Vec<usize> = (0..n).map(|i| i % 2).collect();
-    for (i, &label) in labels.iter().enumerate() {
-        for (j, b) in background.iter_mut().enumerate() {
-            let step: f64 = StandardNormal.sample(&mut rng);
-            *b = rho * *b + innovation * step;
-            let noise: f64 = StandardNormal.sample(&mut rng);
-            let mean = if label == 1 && j < 2 { separation } else { 0.0 };
-            x[[i, j]] = (mean + *b + noise) as f32;
-        }
-    }
-    (x, labels)
-}
-
-/// Streams the trials through `model`: predict, then give the label as feedback. Returns the
-/// share predicted right before their label was given.
-fn feedback_stream(model: &mut PlasticMlp, x: &Array2<f32>, labels: &[usize], learn: bool) -> f64 {
-    let mut p = vec![0.0; model.classes()];
-    let mut right = 0;
-    for (row, &label) in x.rows().into_iter().zip(labels) {
-        let row = row.as_slice().unwrap();
-        model.predict_proba(row, &mut p);
-        right += usize::from(argmax(&p) == label);
-        if learn {
-            model.update(row, label);
-        }
-    }
-    right as f64 / labels.len() as f64
-}
-
-/// The trap the first policy fell into on real subjects: cues alternate, so a step towards the
-/// last label leans towards the wrong answer for the next trial. On a stationary problem (no
-/// drift: nothing to gain) feedback must not make the net worse than its frozen copy, neither
-/// on the stream itself nor on held-out data afterwards (to half a percent). The old policy
-/// runs beside it for comparison only: on this synthetic stream it does *not* reproduce the
-/// loss seen on real subjects (its stream accuracy is above frozen, its held-out accuracy
-/// slightly below), so nothing is asserted about it.
-#[test]
-fn alternating_labels_do_not_drag_the_net() {
-    let (d, separation) = (16, 1.5);
-    let calibrate = |online: OnlineConfig| {
-        let (x, y) = alternating_trials(300, d, separation, 6);
-        let mut model = PlasticMlp::new(
-            MlpConfig {
-                online,
-                ..MlpConfig::default()
-            },
-            2,
-        )
-        .unwrap();
-        model.fit(x.view(), &y).unwrap();
-        model
-    };
-    let (stream_x, stream_y) = alternating_trials(600, d, separation, 7);
-    let (held_x, held_y) = alternating_trials(2000, d, separation, 8);
-
-    let mut frozen = calibrate(OnlineConfig::default());
-    let frozen_stream = feedback_stream(&mut frozen, &stream_x, &stream_y, false);
-    let frozen_held = accuracy(&mut frozen, &held_x, &held_y);
-    let mut new = calibrate(OnlineConfig::default());
-    let new_stream = feedback_stream(&mut new, &stream_x, &stream_y, true);
-    let new_held = accuracy(&mut new, &held_x, &held_y);
-    let mut old = calibrate(old_policy());
-    let old_stream = feedback_stream(&mut old, &stream_x, &stream_y, true);
-    let old_held = accuracy(&mut old, &held_x, &held_y);
-    println!(
-        "alternating labels, stationary problem with a slow background: stream accuracy \
-         frozen {frozen_stream:.3}, new policy {new_stream:.3} ({} updates), old policy \
-         {old_stream:.3}; held-out after the stream: frozen {frozen_held:.3}, new \
-         {new_held:.3}, old {old_held:.3}",
-        new.accepted_updates()
-    );
-    assert!(new.accepted_updates() > 0, "the new policy never learnt");
-    assert!(
-        new_stream >= frozen_stream - 0.005,
-        "{new_stream} vs {frozen_stream}"
-    );
-    assert!(
-        new_held >= frozen_held - 0.005,
-        "{new_held} vs {frozen_held}"
-    );
-}
-
-/// However many wrong labels arrive, the weights stay within `max_drift` of calibration.
-#[test]
-fn drift_from_calibration_is_bounded_under_1000_wrong_labels() {
-    let source = separable(20, 2, 2.0);
-    let radius = 0.25;
-    let bounded = MlpConfig {
-        online: OnlineConfig {
-            max_drift: radius,
-            ..OnlineConfig::default()
-        },
-        ..MlpConfig::default()
-    };
-    let mut model = fitted(&source, bounded, 300, 42);
-    let calibrated = model.calibrated_parameters().to_vec();
-    assert_eq!(calibrated, model.parameters());
-    let mut rng = ChaCha8Rng::seed_from_u64(43);
-    let mut furthest: f64 = 0.0;
-    for _ in 0..1000 {
-        let window = source.sample(&mut rng, 0);
-        model.update(&window, 1);
-        furthest = furthest.max(distance(model.parameters(), &calibrated));
-    }
-    let (x, y) = source.dataset(&mut rng, 1000);
-    let acc = accuracy(&mut model, &x, &y);
-    println!(
-        "1000 wrong labels: furthest ‖w − w_cal‖ {furthest:.3} (radius {radius}), {} applied, \
-         accuracy after {acc:.3}",
-        model.accepted_updates()
-    );
-    assert!(model.accepted_updates() > 0);
-    assert!(
-        furthest > 0.0 && furthest <= radius * (1.0 + 1e-12),
-        "{furthest}"
-    );
-    assert!(model.parameters().iter().all(|w| w.is_finite()));
-    // Without the ball (and the anchor) the same labels take the weights much further.
-    let mut unbounded = fitted(
-        &source,
-        MlpConfig {
-            online: OnlineConfig {
-                anchor: 0.0,
-                max_drift: f64::MAX,
-                ..OnlineConfig::default()
-            },
-            ..MlpConfig::default()
-        },
-        300,
-        42,
-    );
-    let mut rng = ChaCha8Rng::seed_from_u64(43);
-    for _ in 0..1000 {
-        let window = source.sample(&mut rng, 0);
-        unbounded.update(&window, 1);
-    }
-    let moved = distance(unbounded.parameters(), unbounded.calibrated_parameters());
-    println!("without anchor and ball: ‖w − w_cal‖ {moved:.3}");
-    assert!(moved > radius, "{moved}");
-}
-
-/// The replay buffer is seeded with both classes at calibration and survives a model file.
-#[test]
-fn replay_and_anchor_survive_a_model_file_and_old_files_still_load() {
-    let source = separable(8, 2, 2.0);
-    let mut model = fitted(&source, MlpConfig::default(), 100, 44);
-    let mut rng = ChaCha8Rng::seed_from_u64(45);
-    for i in 0..20 {
-        let w = source.sample(&mut rng, i % 2);
-        model.update(&w, 1 - i % 2);
-    }
-    let json = serde_json::to_value(&model).unwrap();
-    assert!(
-        json["replay"]["len"] == serde_json::json!([16, 16]),
-        "{}",
-        json["replay"]
-    );
-    // A file from before the replay policy: no anchor, buffer or counter.
-    let mut old = json.clone();
-    for key in ["anchor_params", "replay", "accepted_updates", "calibration"] {
-        old.as_object_mut().unwrap().remove(key);
-    }
-    let loaded: PlasticMlp = serde_json::from_value(old).unwrap();
-    assert_eq!(loaded.calibrated_parameters(), model.parameters());
-    assert_eq!(loaded.accepted_updates(), 0);
-    // A buffer that disagrees with the configuration is refused.
-    let mut broken = json.clone();
-    broken["replay"]["capacity"] = serde_json::json!(3);
-    assert!(serde_json::from_value::<PlasticMlp>(broken).is_err());
-}
-
 #[test]
 fn bad_labels_and_artifact_windows_do_bounded_damage() {
     let source = separable(20, 2, 2.0);
@@ -518,26 +318,22 @@ fn bad_labels_and_artifact_windows_do_bounded_damage() {
     println!("wrong label on a window with a 1e6 channel: accuracy {acc:.3}");
     assert!((acc - base_acc).abs() <= 0.01);
 
-    // 100 consecutive wrong labels: moved by at most one capped step per applied update (the
-    // margin gate skips the ones the net already gets "right" by the wrong label), all finite.
+    // 100 consecutive wrong labels: moved by at most 100 capped steps, all finite.
     let mut stubborn = model.clone();
-    let mut applied = 0;
     for _ in 0..100 {
         let window = source.sample(&mut rng, 0);
-        applied += usize::from(stubborn.update(&window, 1));
+        assert!(stubborn.update(&window, 1));
     }
     let moved = distance(stubborn.parameters(), &w0);
     let acc = accuracy(&mut stubborn, &x, &y);
     println!(
-        "100 wrong labels: {applied} applied, ‖Δw‖ = {moved:.3} (bound {:.3}), accuracy \
-         {acc:.3}, rate {:.4}",
-        applied as f64 * max_update,
+        "100 wrong labels: ‖Δw‖ = {moved:.3} (bound {:.3}), accuracy {acc:.3}, rate {:.4}",
+        100.0 * max_update,
         stubborn.learning_rate()
     );
-    assert!(applied > 0);
-    assert!(moved <= applied as f64 * max_update * (1.0 + 1e-12));
+    assert!(moved <= 100.0 * max_update * (1.0 + 1e-12));
     assert!(stubborn.parameters().iter().all(|w| w.is_finite()));
-    assert_eq!(stubborn.version(), model.version() + applied as u64);
+    assert_eq!(stubborn.version(), model.version() + 100);
 }
 
 #[test]
@@ -748,46 +544,6 @@ fn config_defaults_parse_and_errors_name_the_key() {
             })),
             "decoder.online.max_update_norm",
             "NaN",
-        ),
-        (
-            error(online(OnlineConfig {
-                replay_per_class: 300,
-                ..OnlineConfig::default()
-            })),
-            "decoder.online.replay_per_class",
-            "300",
-        ),
-        (
-            error(online(OnlineConfig {
-                update_margin: -0.1,
-                ..OnlineConfig::default()
-            })),
-            "decoder.online.update_margin",
-            "-0.1",
-        ),
-        (
-            error(online(OnlineConfig {
-                rate_decay_updates: 0.5,
-                ..OnlineConfig::default()
-            })),
-            "decoder.online.rate_decay_updates",
-            "0.5",
-        ),
-        (
-            error(online(OnlineConfig {
-                anchor: -1.0,
-                ..OnlineConfig::default()
-            })),
-            "decoder.online.anchor",
-            "-1",
-        ),
-        (
-            error(online(OnlineConfig {
-                max_drift: 0.0,
-                ..OnlineConfig::default()
-            })),
-            "decoder.online.max_drift",
-            "0",
         ),
         (
             error(MlpConfig {

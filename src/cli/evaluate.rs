@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use neurostream::decoder::metrics::{paired_sign_flip, PairedTest, Report};
+use neurostream::decoder::metrics::Report;
 use neurostream::epochs::Epochs;
 use neurostream::io::Recording;
 use neurostream::pipeline::PipelineConfig;
@@ -100,12 +100,9 @@ struct Row {
     auc: Option<f64>,
     kappa: f64,
     itr: Option<f64>,
-    brier: Option<f64>,
-    log_loss: Option<f64>,
-    confident: Option<f64>,
     extra: String,
-    /// The frozen copy's report (online mode).
-    frozen: Option<Report>,
+    /// Accuracy and AUC of the frozen copy (online mode).
+    frozen: Option<(f64, Option<f64>)>,
     json: serde_json::Value,
 }
 
@@ -116,40 +113,10 @@ fn row_from_report(subject: &str, report: &Report, extra: String, json: serde_js
         auc: report.auc,
         kappa: report.kappa,
         itr: report.itr_bits_per_minute,
-        brier: report.brier,
-        log_loss: report.log_loss,
-        confident: report.confident_share,
         extra,
         frozen: None,
         json,
     }
-}
-
-/// Adaptive − frozen over subjects, for accuracy and (when every subject has one) AUC.
-fn paired_tests(rows: &[Row]) -> Result<Option<(PairedTest, Option<PairedTest>)>> {
-    let frozen: Option<Vec<&Report>> = rows.iter().map(|r| r.frozen.as_ref()).collect();
-    let Some(frozen) = frozen else {
-        return Ok(None);
-    };
-    if rows.is_empty() {
-        return Ok(None);
-    }
-    let adaptive_acc: Vec<f64> = rows.iter().map(|r| r.accuracy).collect();
-    let frozen_acc: Vec<f64> = frozen.iter().map(|f| f.accuracy).collect();
-    let accuracy = paired_sign_flip(&adaptive_acc, &frozen_acc)?;
-    let adaptive_auc: Option<Vec<f64>> = rows.iter().map(|r| r.auc).collect();
-    let frozen_auc: Option<Vec<f64>> = frozen.iter().map(|f| f.auc).collect();
-    let auc = match (adaptive_auc, frozen_auc) {
-        (Some(a), Some(f)) => Some(paired_sign_flip(&a, &f)?),
-        _ => None,
-    };
-    Ok(Some((accuracy, auc)))
-}
-
-fn mean_of(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
-    let v: Option<Vec<f64>> = values.collect();
-    v.filter(|v| !v.is_empty())
-        .map(|v| v.iter().sum::<f64>() / v.len() as f64)
 }
 
 pub fn run(args: EvaluateArgs) -> Result<()> {
@@ -194,9 +161,6 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
                         auc: cv.auc,
                         kappa: cv.pooled.kappa,
                         itr: cv.pooled.itr_bits_per_minute,
-                        brier: cv.pooled.brier,
-                        log_loss: cv.pooled.log_loss,
-                        confident: cv.pooled.confident_share,
                         extra,
                         frozen: None,
                         json,
@@ -248,7 +212,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
                     );
                     let json = json!({"subject": subject.name, "online": outcome});
                     let mut row = row_from_report(&subject.name, &outcome.adaptive, extra, json);
-                    row.frozen = Some(outcome.frozen.clone());
+                    row.frozen = Some((outcome.frozen.accuracy, outcome.frozen.auc));
                     row
                 }
             };
@@ -259,7 +223,6 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         let mean_acc = rows.iter().map(|r| r.accuracy).sum::<f64>() / n;
         let aucs: Option<Vec<f64>> = rows.iter().map(|r| r.auc).collect();
         let mean_auc = aucs.map(|a| a.iter().sum::<f64>() / n);
-        let paired = paired_tests(&rows)?;
         all_json.push(json!({
             "pipeline": pipeline_path,
             "decoder": config.decoder.as_ref().map(|d| d.kind()),
@@ -267,16 +230,8 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
             "subjects": rows.iter().map(|r| r.json.clone()).collect::<Vec<_>>(),
             "mean_accuracy": mean_acc,
             "mean_auc": mean_auc,
-            "mean_brier": mean_of(rows.iter().map(|r| r.brier)),
-            "mean_log_loss": mean_of(rows.iter().map(|r| r.log_loss)),
-            "mean_confident_share": mean_of(rows.iter().map(|r| r.confident)),
-            "paired_adaptive_minus_frozen": paired.as_ref().map(|(accuracy, auc)| json!({
-                "test": "sign-flip permutation over subjects",
-                "accuracy": accuracy,
-                "auc": auc,
-            })),
         }));
-        tables.push((name, rows, mean_acc, mean_auc, paired));
+        tables.push((name, rows, mean_acc, mean_auc));
     }
     bar.finish_and_clear();
     if args.json {
@@ -294,71 +249,39 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         _ => "online, adapting decoder (frozen copy in the last column)",
     };
     println!("{heading}");
-    for (name, rows, mean_acc, mean_auc, paired) in tables {
+    for (name, rows, mean_acc, mean_auc) in tables {
         println!("\n{name}");
         println!(
-            "  {:<8} {:>8} {:>8} {:>8} {:>10} {:>7} {:>8} {:>6}  notes",
-            "subject", "accuracy", "roc-auc", "kappa", "itr b/min", "brier", "log-loss", "p>.95"
+            "  {:<8} {:>8} {:>8} {:>8} {:>10}  notes",
+            "subject", "accuracy", "roc-auc", "kappa", "itr b/min"
         );
         for r in &rows {
             println!(
-                "  {:<8} {:>8.3} {:>8} {:>8.3} {:>10} {:>7} {:>8} {:>6}  {}",
+                "  {:<8} {:>8.3} {:>8} {:>8.3} {:>10}  {}",
                 r.subject,
                 r.accuracy,
                 fmt(r.auc),
                 r.kappa,
                 fmt(r.itr),
-                fmt(r.brier),
-                fmt(r.log_loss),
-                fmt(r.confident),
                 r.extra
             );
         }
-        println!(
-            "  {:<8} {:>8.3} {:>8} {:>8} {:>10} {:>7} {:>8} {:>6}",
-            "mean",
-            mean_acc,
-            fmt(mean_auc),
-            "",
-            "",
-            fmt(mean_of(rows.iter().map(|r| r.brier))),
-            fmt(mean_of(rows.iter().map(|r| r.log_loss))),
-            fmt(mean_of(rows.iter().map(|r| r.confident))),
-        );
-        let frozen: Option<Vec<&Report>> = rows.iter().map(|r| r.frozen.as_ref()).collect();
+        println!("  {:<8} {:>8.3} {:>8}", "mean", mean_acc, fmt(mean_auc));
+        let frozen: Option<Vec<(f64, Option<f64>)>> = rows.iter().map(|r| r.frozen).collect();
         if let Some(frozen) = frozen {
             let n = frozen.len() as f64;
-            let acc = frozen.iter().map(|f| f.accuracy).sum::<f64>() / n;
+            let acc = frozen.iter().map(|f| f.0).sum::<f64>() / n;
+            let auc: Option<f64> = frozen
+                .iter()
+                .map(|f| f.1)
+                .sum::<Option<f64>>()
+                .map(|s| s / n);
             println!(
-                "  {:<8} {:>8.3} {:>8} {:>8} {:>10} {:>7} {:>8} {:>6}  (the same decoder frozen after calibration)",
+                "  {:<8} {:>8.3} {:>8}  (the same decoder frozen after calibration)",
                 "frozen",
                 acc,
-                fmt(mean_of(frozen.iter().map(|f| f.auc))),
-                "",
-                "",
-                fmt(mean_of(frozen.iter().map(|f| f.brier))),
-                fmt(mean_of(frozen.iter().map(|f| f.log_loss))),
-                fmt(mean_of(frozen.iter().map(|f| f.confident_share))),
+                fmt(auc)
             );
-        }
-        if let Some((accuracy, auc)) = paired {
-            let kind = if accuracy.exact {
-                "exact"
-            } else {
-                "100 000 random patterns"
-            };
-            println!(
-                "  paired adaptive − frozen over {} subjects (sign-flip permutation test, {kind}):",
-                accuracy.n
-            );
-            for (metric, test) in [("accuracy", Some(accuracy)), ("roc-auc", auc)] {
-                if let Some(t) = test {
-                    println!(
-                        "    {metric:<8} mean {:+.3}  better/equal/worse {}/{}/{}  p two-sided {:.3}  p(adaptive better) {:.3}",
-                        t.mean_difference, t.wins, t.ties, t.losses, t.p_two_sided, t.p_greater
-                    );
-                }
-            }
         }
     }
     Ok(())

@@ -28,7 +28,6 @@ use ndarray::{Array2, ArrayView2, Axis};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::calibration::Calibration;
 use super::Decoder;
 use crate::error::{Error, Result};
 
@@ -131,10 +130,6 @@ pub struct Lda {
     intercept: Vec<f64>,
     /// Shrinkage intensity actually applied to each class covariance.
     shrinkage_applied: Vec<f64>,
-    /// Out-of-fold probability calibration, set after fitting (see [`super::calibration`]);
-    /// absent in model files written before it existed.
-    #[serde(default)]
-    calibration: Option<Calibration>,
 }
 
 impl Lda {
@@ -149,18 +144,7 @@ impl Lda {
             coef: Vec::new(),
             intercept: Vec::new(),
             shrinkage_applied: Vec::new(),
-            calibration: None,
         }
-    }
-
-    /// The calibration applied to the softmax of the discriminants, if any.
-    pub fn calibration(&self) -> Option<&Calibration> {
-        self.calibration.as_ref()
-    }
-
-    /// Sets (or removes) the map applied after the softmax in [`Decoder::predict_proba`].
-    pub fn set_calibration(&mut self, calibration: Option<Calibration>) {
-        self.calibration = calibration;
     }
 
     pub fn config(&self) -> &LdaConfig {
@@ -266,7 +250,6 @@ impl Decoder for Lda {
             coef,
             intercept,
             shrinkage_applied: applied,
-            calibration: None,
         };
         Ok(())
     }
@@ -274,9 +257,6 @@ impl Decoder for Lda {
     fn predict_proba(&mut self, features: &[f32], probabilities: &mut [f64]) {
         self.decision_function(features, probabilities);
         softmax_in_place(probabilities);
-        if let Some(calibration) = &self.calibration {
-            calibration.apply(probabilities);
-        }
     }
 }
 

@@ -198,16 +198,6 @@ pub struct Report {
     pub seconds_per_selection: Option<f64>,
     /// Wolpaw ITR in bits per minute, if `seconds_per_selection` was given.
     pub itr_bits_per_minute: Option<f64>,
-    /// Brier score of the probabilities (lower is better; see [`brier_score`]); `None` from
-    /// hard labels.
-    pub brier: Option<f64>,
-    /// Mean negative log-likelihood of the true class (see [`log_loss`]); `None` from hard
-    /// labels.
-    pub log_loss: Option<f64>,
-    /// Share of examples whose most probable class has p > 0.95 (for two classes: p < 0.05 or
-    /// p > 0.95). A well-calibrated decoder at 70 % accuracy has few; one that puts nearly
-    /// every window there makes a confidence threshold useless.
-    pub confident_share: Option<f64>,
 }
 
 impl Report {
@@ -232,9 +222,6 @@ impl Report {
             confusion,
             seconds_per_selection,
             itr_bits_per_minute: itr,
-            brier: None,
-            log_loss: None,
-            confident_share: None,
         })
     }
 
@@ -273,184 +260,8 @@ impl Report {
             // than fail the whole report.
             report.auc = roc_auc(&scores, &positives).ok();
         }
-        report.brier = Some(brier_score(truth, probabilities)?);
-        report.log_loss = Some(log_loss(truth, probabilities)?);
-        report.confident_share = Some(confident_share(probabilities, CONFIDENT));
         Ok(report)
     }
-}
-
-/// Probability beyond which (or below one minus which) a two-class output counts as confident.
-pub const CONFIDENT: f64 = 0.95;
-
-fn check_probabilities(
-    what: &str,
-    truth: &[usize],
-    probabilities: ArrayView2<'_, f64>,
-) -> Result<()> {
-    check_same_length(what, truth.len(), probabilities.nrows())?;
-    let classes = probabilities.ncols();
-    if let Some((i, &t)) = truth.iter().enumerate().find(|(_, &t)| t >= classes) {
-        return Err(Error::Other(format!(
-            "{what}: example {i} has true label {t}, but there are only {classes} probability columns"
-        )));
-    }
-    if let Some(((i, k), p)) = probabilities
-        .indexed_iter()
-        .find(|(_, p)| !(0.0..=1.0).contains(*p))
-    {
-        return Err(Error::Other(format!(
-            "{what}: probability {p} of class {k} for example {i} is outside [0, 1]"
-        )));
-    }
-    Ok(())
-}
-
-/// Brier score. Two classes: `mean (p₁ − y)²`, scikit-learn's `brier_score_loss` (0 perfect,
-/// 0.25 for a constant 0.5). More classes: Brier's original `mean Σₖ (pₖ − [y = k])²`.
-pub fn brier_score(truth: &[usize], probabilities: ArrayView2<'_, f64>) -> Result<f64> {
-    check_probabilities("brier", truth, probabilities)?;
-    let binary = probabilities.ncols() == 2;
-    let total: f64 = probabilities
-        .rows()
-        .into_iter()
-        .zip(truth)
-        .map(|(row, &t)| {
-            if binary {
-                let y = if t == 1 { 1.0 } else { 0.0 };
-                (row[1] - y).powi(2)
-            } else {
-                row.iter()
-                    .enumerate()
-                    .map(|(k, &p)| (p - if k == t { 1.0 } else { 0.0 }).powi(2))
-                    .sum()
-            }
-        })
-        .sum();
-    Ok(total / truth.len() as f64)
-}
-
-/// Mean `−ln p(true class)`, with p clipped to `[1e-15, 1]` as scikit-learn's `log_loss` does
-/// (a single p = 0 would otherwise make it infinite). 0.693 for a constant 0.5 on two classes.
-pub fn log_loss(truth: &[usize], probabilities: ArrayView2<'_, f64>) -> Result<f64> {
-    check_probabilities("log_loss", truth, probabilities)?;
-    let total: f64 = probabilities
-        .rows()
-        .into_iter()
-        .zip(truth)
-        .map(|(row, &t)| -row[t].clamp(1e-15, 1.0).ln())
-        .sum();
-    Ok(total / truth.len() as f64)
-}
-
-/// Share of rows whose largest probability exceeds `threshold` (0 for no rows).
-pub fn confident_share(probabilities: ArrayView2<'_, f64>, threshold: f64) -> f64 {
-    if probabilities.nrows() == 0 {
-        return 0.0;
-    }
-    let confident = probabilities
-        .rows()
-        .into_iter()
-        .filter(|row| row.iter().any(|&p| p > threshold))
-        .count();
-    confident as f64 / probabilities.nrows() as f64
-}
-
-/// Paired comparison of two methods over the same units (e.g. subjects): the differences
-/// `a − b` and a sign-flip permutation test of their mean.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PairedTest {
-    pub n: usize,
-    pub mean_difference: f64,
-    /// Units where `a > b`, `a == b` and `a < b`.
-    pub wins: usize,
-    pub ties: usize,
-    pub losses: usize,
-    /// Two-sided p-value of "mean difference 0".
-    pub p_two_sided: f64,
-    /// One-sided p-value against "a is better" (small when `a` beats `b`).
-    pub p_greater: f64,
-    /// `true` when every one of the `2ⁿ` sign patterns was enumerated (n ≤ 20); otherwise the
-    /// p-values are from 100 000 seeded random sign patterns.
-    pub exact: bool,
-}
-
-/// Largest `n` whose `2ⁿ` sign patterns are enumerated exactly.
-const EXACT_SIGN_FLIP: usize = 20;
-
-/// Sign-flip permutation test of paired differences: under "no difference" each difference is
-/// as likely to have either sign, so the p-value is the share of the `2ⁿ` sign patterns whose
-/// sum is at least as extreme as the observed one (counting the observed pattern itself, so
-/// p ≥ 2⁻ⁿ: with 6 subjects the smallest two-sided p is 1/32). Exact up to n = 20; beyond that
-/// 100 000 random patterns from a fixed seed, with the `(hits + 1)/(draws + 1)` estimate.
-/// Needs no normality, unlike a paired t-test, which 6 subjects cannot check.
-pub fn paired_sign_flip(a: &[f64], b: &[f64]) -> Result<PairedTest> {
-    if a.len() != b.len() {
-        return Err(Error::Other(format!(
-            "paired test: {} values against {}",
-            a.len(),
-            b.len()
-        )));
-    }
-    if a.is_empty() {
-        return Err(Error::Other("paired test: no pairs".into()));
-    }
-    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
-    if let Some(i) = d.iter().position(|v| !v.is_finite()) {
-        return Err(Error::Other(format!(
-            "paired test: pair {i} gives a non-finite difference ({} − {})",
-            a[i], b[i]
-        )));
-    }
-    let n = d.len();
-    let observed: f64 = d.iter().sum();
-    // Sums that equal the observed one up to rounding count as "as extreme".
-    let tolerance = 1e-9 * d.iter().map(|v| v.abs()).sum::<f64>().max(1e-300);
-    let (mut as_large, mut as_extreme, patterns);
-    let exact = n <= EXACT_SIGN_FLIP;
-    (as_large, as_extreme) = (0u64, 0u64);
-    let mut count = |sum: f64| {
-        if sum >= observed - tolerance {
-            as_large += 1;
-        }
-        if sum.abs() >= observed.abs() - tolerance {
-            as_extreme += 1;
-        }
-    };
-    if exact {
-        patterns = 1u64 << n;
-        for mask in 0..patterns {
-            let sum: f64 = d
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| if mask >> i & 1 == 1 { -v } else { v })
-                .sum();
-            count(sum);
-        }
-    } else {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x51_6E_F1_1B);
-        let draws = 100_000u64;
-        count(observed);
-        for _ in 0..draws {
-            let sum: f64 = d
-                .iter()
-                .map(|&v| if rng.gen::<bool>() { -v } else { v })
-                .sum();
-            count(sum);
-        }
-        patterns = draws + 1;
-    }
-    Ok(PairedTest {
-        n,
-        mean_difference: observed / n as f64,
-        wins: d.iter().filter(|&&v| v > 0.0).count(),
-        ties: d.iter().filter(|&&v| v == 0.0).count(),
-        losses: d.iter().filter(|&&v| v < 0.0).count(),
-        p_two_sided: as_extreme as f64 / patterns as f64,
-        p_greater: as_large as f64 / patterns as f64,
-        exact,
-    })
 }
 
 #[cfg(test)]
@@ -525,59 +336,5 @@ mod tests {
         assert!(r.itr_bits_per_minute.unwrap() > 0.0);
         let json = serde_json::to_string(&r).unwrap();
         assert!(json.contains("\"auc\":1.0"), "{json}");
-        // (0.2² + 0.3² + 0.6² + 0.1²)/4 and −(ln 0.8 + ln 0.7 + ln 0.4 + ln 0.9)/4.
-        assert!((r.brier.unwrap() - 0.125).abs() < 1e-12);
-        let ll = -(0.8f64.ln() + 0.7f64.ln() + 0.4f64.ln() + 0.9f64.ln()) / 4.0;
-        assert!((r.log_loss.unwrap() - ll).abs() < 1e-12);
-        assert_eq!(r.confident_share, Some(0.0));
-    }
-
-    #[test]
-    fn calibration_scores_match_hand_values_and_reject_bad_input() {
-        let p = ndarray::array![[0.5, 0.5], [0.5, 0.5]];
-        assert!((brier_score(&[0, 1], p.view()).unwrap() - 0.25).abs() < 1e-15);
-        assert!((log_loss(&[0, 1], p.view()).unwrap() - std::f64::consts::LN_2).abs() < 1e-15);
-        // p = 0 on the true class is clipped, not infinite.
-        let hard = ndarray::array![[1.0, 0.0], [0.01, 0.99]];
-        let ll = log_loss(&[1, 1], hard.view()).unwrap();
-        assert!(ll.is_finite() && ll > 17.0, "{ll}");
-        assert_eq!(confident_share(hard.view(), CONFIDENT), 1.0);
-        // Three classes: Brier's sum over classes.
-        let three = ndarray::array![[0.6, 0.3, 0.1]];
-        assert!((brier_score(&[0], three.view()).unwrap() - (0.16 + 0.09 + 0.01)).abs() < 1e-12);
-        assert!(brier_score(&[2], p.slice(ndarray::s![..1, ..])).is_err());
-        assert!(log_loss(&[0], ndarray::array![[1.2, -0.2]].view()).is_err());
-        assert!(brier_score(&[0, 1], ndarray::array![[0.5, 0.5]].view()).is_err());
-    }
-
-    #[test]
-    fn sign_flip_test_exact_values() {
-        // All 6 differences positive: only the observed pattern is as large (1/64), and it
-        // and its mirror image are as extreme (2/64).
-        let a = [0.8, 0.7, 0.9, 0.6, 0.75, 0.85];
-        let b = [0.7, 0.6, 0.85, 0.5, 0.7, 0.8];
-        let t = paired_sign_flip(&a, &b).unwrap();
-        assert!(t.exact);
-        assert_eq!((t.wins, t.ties, t.losses), (6, 0, 0));
-        assert!((t.p_greater - 1.0 / 64.0).abs() < 1e-15, "{}", t.p_greater);
-        assert!((t.p_two_sided - 2.0 / 64.0).abs() < 1e-15);
-        // Reversed: as small as it can be, so one-sided p = 1.
-        let r = paired_sign_flip(&b, &a).unwrap();
-        assert_eq!(r.p_greater, 1.0);
-        assert_eq!(r.p_two_sided, t.p_two_sided);
-        // No differences at all: every pattern ties, p = 1.
-        let z = paired_sign_flip(&a, &a).unwrap();
-        assert_eq!((z.p_two_sided, z.p_greater, z.ties), (1.0, 1.0, 6));
-        // Differences +1, +1, −1: sums ≥ 1 are {+++ , ++−, +−+, −++} = 4 of 8.
-        let m = paired_sign_flip(&[1.0, 1.0, 0.0], &[0.0, 0.0, 1.0]).unwrap();
-        assert_eq!(m.p_greater, 0.5);
-        assert_eq!(m.p_two_sided, 1.0);
-        // 30 pairs: Monte Carlo, still tiny for a consistent gain.
-        let big_a: Vec<f64> = (0..30).map(|i| 0.7 + 0.001 * i as f64).collect();
-        let big_b: Vec<f64> = big_a.iter().map(|v| v - 0.02).collect();
-        let mc = paired_sign_flip(&big_a, &big_b).unwrap();
-        assert!(!mc.exact && mc.p_greater < 1e-4, "{mc:?}");
-        assert!(paired_sign_flip(&[1.0], &[]).is_err());
-        assert!(paired_sign_flip(&[f64::NAN], &[0.0]).is_err());
     }
 }

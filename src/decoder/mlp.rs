@@ -33,49 +33,20 @@
 //!   running mean and variance per feature with exponential forgetting
 //!   ([`OnlineConfig::normalization_forgetting`], e.g. 0.999 per window ≈ a 1000-window memory).
 //!   It never moves weights: no label, no gradient.
-//! - **Supervised: [`Decoder::update`]** learns from one labelled example (a cued trial or
-//!   user feedback: both arrive here, through the same policy). The first policy — one
-//!   plain-SGD step on the new example alone, its rate rising with recent error — made the
-//!   net *worse* than its frozen copy on 19 of 19 held-out subjects: cues alternate on most
-//!   consecutive trials, so a step towards the last label leans towards the wrong answer for
-//!   the next one, and a rate that rises with errors makes that chase faster. The policy now:
-//!
-//!   1. **Gate on margin** ([`OnlineConfig::update_margin`]): the margin
-//!      `p(true) − max p(other)` is measured before learning; an example the model already gets
-//!      right by at least the gate is only remembered, not stepped on. Errors and near-misses
-//!      drive learning; confident successes do not pull the weights towards the last label.
-//!   2. **Class-balanced replay** ([`OnlineConfig::replay_per_class`]): every accepted example
-//!      goes into a ring buffer per class (seeded at calibration with the last calibration
-//!      examples of each class, allocated once, so an update never allocates). A step descends
-//!      the mean cross-entropy over the newest `k` examples of *every* class (`k` = the
-//!      smallest class count, the new example among them), so one step pulls equally towards
-//!      each class and the order of the labels no longer matters.
-//!   3. **A rate that falls with confidence and experience**: `rate = clamp(base ·
-//!      2·recent_error/chance_error · (1 − max(margin, 0)) / √(1 + n/n₀), min_rate,
-//!      max_rate)`, `n` the updates applied since calibration and `n₀` =
-//!      [`OnlineConfig::rate_decay_updates`]. `recent_error` is an exponential moving average
-//!      (horizon [`OnlineConfig::error_memory`] labelled examples) of `1 − p(true class)`,
-//!      bounded in `[0, 1]` so one confidently wrong example cannot throw the rate to its
-//!      ceiling. The error term is the old adaptive rate (more plasticity while the signal
-//!      has changed); the margin term makes a near-miss a small
-//!      step; the experience term makes the net settle instead of chasing noise.
-//!   4. **Bounded drift from calibration**: an L2 anchor `anchor/2 · ‖w − w_cal‖²` joins
-//!      every online gradient ([`OnlineConfig::anchor`]; it replaces weight decay online, which
-//!      over thousands of steps would erase the calibration), and after each step the weights
-//!      are projected back onto the ball `‖w − w_cal‖ ≤ max_drift`
-//!      ([`OnlineConfig::max_drift`]), however many wrong labels arrive.
-//!
-//!   Defaults were chosen on the six shared EEGMMIDB subjects (calibrate R04, decode R08 and
-//!   R12 through the engine, mean over all six; docs/decoding.md has the grid): base rate
-//!   0.005, 16 examples per class, margin gate 0.5, `n₀ = 10`, anchor 1, drift radius 1.
-//!   Neighbouring settings were within a trial or two per subject; where two were close the
-//!   smaller rate was kept. `replay_per_class = 0, update_margin = 2, rate_decay_updates =
-//!   1e12, anchor = 0` gives back the old policy (tests/plastic_mlp.rs uses it to show the
-//!   trap). Cost: an update is `2k + 1` forward and backward passes (33 with the defaults;
-//!   a few ms at 2080 inputs), once per trial, not per window.
+//! - **Supervised: [`Decoder::update`]** is one plain-SGD step of backpropagation on one
+//!   labelled example (a cued trial or user feedback). Its learning rate follows recent error:
+//!   the *recent error* is an exponential moving average (horizon
+//!   [`OnlineConfig::error_memory`] updates) of `1 − p(true class)` measured *before* the step,
+//!   and the rate is `clamp(base · 2 · recent_error / chance_error, min_rate, max_rate)` where
+//!   `chance_error = 1 − 1/classes`. So the rate equals `base` when the model errs half as much
+//!   as chance, rises up to twice `base` at chance level and beyond when it is confidently wrong
+//!   (more plasticity while the user or the signal has changed), and falls towards `min_rate`
+//!   while predictions are right (consolidation: stop chasing noise once it works). `1 − p` is
+//!   used rather than the cross-entropy because it is bounded in `[0, 1]`: one confidently wrong
+//!   example cannot throw the rate to its ceiling for the whole memory horizon.
 //!
 //!   Plain SGD (no momentum, no Adam state online) keeps each step's effect exactly bounded
-//!   and attributable to its batch, and leaves no optimiser state to store in a model file.
+//!   and attributable to its example, and leaves no optimiser state to store in a model file.
 //!
 //! # Bounds, and why each exists
 //!
@@ -102,11 +73,6 @@
 //! - **Step cap** ([`OnlineConfig::max_update_norm`]): caps `‖Δw‖` per step whatever the rate and
 //!   gradient, so `n` steps move the weights by at most `n · max_update_norm` (the triangle
 //!   inequality) — a run of 100 wrong labels is bounded before anything else is considered.
-//! - **Drift ball** ([`OnlineConfig::max_drift`]): whatever the number of steps, the weights
-//!   stay within `max_drift` of the calibrated ones (a projection after every step), so even
-//!   an endless run of wrong labels cannot take the net further than that from calibration.
-//! - **Replay bound** ([`OnlineConfig::replay_per_class`] ≤ 256): fixed memory and a fixed
-//!   number of passes per step, allocated at calibration.
 //! - **Variance floor**: the running variance cannot fall below 1e-4 of the calibration variance,
 //!   so a channel that goes flat (disconnected electrode) does not turn every tiny change into a
 //!   huge z-score.
@@ -120,10 +86,8 @@
 //!
 //! # Model files
 //!
-//! [`PlasticMlp`] serialises its configuration, weights, normaliser state, recent error, rate,
-//! [`PlasticMlp::version`], the calibrated weights, the replay buffer, the count of applied
-//! updates and the probability calibration (files written before the last four load with the
-//! current weights as the calibrated ones, an empty buffer and no calibration); loading checks that the shapes agree and every number is finite, and
+//! [`PlasticMlp`] serialises its configuration, weights, normaliser state, recent error, rate and
+//! [`PlasticMlp::version`]; loading checks that the shapes agree and every number is finite, and
 //! a loaded model predicts identically to the saved one.
 
 use ndarray::ArrayView2;
@@ -133,7 +97,6 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal, Uniform};
 use serde::{Deserialize, Serialize};
 
-use super::calibration::Calibration;
 use super::Decoder;
 use crate::error::{Error, Result};
 
@@ -237,28 +200,12 @@ pub struct OnlineConfig {
     pub max_outlier_fraction: f64,
     /// After this many consecutive outlier windows, `observe` accepts them as a new regime.
     pub outlier_patience: u32,
-    /// Recent labelled examples kept per class for replay, 0..=256 (0: each step learns from
-    /// the new example alone, the old policy). Seeded with the last calibration rows per class.
-    pub replay_per_class: usize,
-    /// A labelled example whose margin `p(true) − max p(other)` is at least this is not learnt
-    /// from (it is only remembered for replay). [0, 2]; 2 (or more than any margin) means
-    /// "learn from every example".
-    pub update_margin: f64,
-    /// Experience scale `n₀` of the rate's decay `1/√(1 + n/n₀)` over `n` applied updates,
-    /// [1, 1e12] (1e12: no decay).
-    pub rate_decay_updates: f64,
-    /// Strength of the L2 pull `anchor · (w − w_calibrated)` added to every online gradient,
-    /// [0, 100].
-    pub anchor: f64,
-    /// Radius of the ball around the calibrated weights the online weights are projected back
-    /// into after each step (`‖w − w_calibrated‖ ≤ max_drift`), > 0.
-    pub max_drift: f64,
 }
 
 impl Default for OnlineConfig {
     fn default() -> Self {
         OnlineConfig {
-            learning_rate: 0.005,
+            learning_rate: 0.01,
             min_rate: 1e-3,
             max_rate: 0.05,
             error_memory: 20.0,
@@ -268,11 +215,6 @@ impl Default for OnlineConfig {
             outlier_z: 6.0,
             max_outlier_fraction: 0.25,
             outlier_patience: 50,
-            replay_per_class: 16,
-            update_margin: 0.5,
-            rate_decay_updates: 10.0,
-            anchor: 1.0,
-            max_drift: 1.0,
         }
     }
 }
@@ -400,34 +342,6 @@ impl OnlineConfig {
             0.0,
             1.0,
             "[0, 1]",
-        )?;
-        if self.replay_per_class > MAX_REPLAY_PER_CLASS {
-            return Err(out_of_range(
-                "decoder.online.replay_per_class",
-                self.replay_per_class,
-                "0..=256",
-            ));
-        }
-        check_closed(
-            "decoder.online.update_margin",
-            self.update_margin,
-            0.0,
-            2.0,
-            "[0, 2]",
-        )?;
-        check_closed(
-            "decoder.online.rate_decay_updates",
-            self.rate_decay_updates,
-            1.0,
-            1e12,
-            "[1, 1e12] updates",
-        )?;
-        check_closed("decoder.online.anchor", self.anchor, 0.0, 100.0, "[0, 100]")?;
-        check_positive(
-            "decoder.online.max_drift",
-            self.max_drift,
-            f64::MAX,
-            "(0, ∞)",
         )
     }
 }
@@ -522,69 +436,6 @@ impl Normalizer {
             self.var[i] = (forgetting * (self.var[i] + diff * step)).max(self.var_floor[i]);
             self.inv_std[i] = 1.0 / self.var[i].sqrt();
         }
-    }
-}
-
-/// Largest `replay_per_class` accepted: more replay makes each step cost more passes.
-const MAX_REPLAY_PER_CLASS: usize = 256;
-
-/// Recent labelled examples (standardised, clipped), one ring per class, all allocated when the
-/// net is fitted so that an update never allocates.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct Replay {
-    /// Slots per class.
-    capacity: usize,
-    dim: usize,
-    /// `classes × capacity × dim`, row-major.
-    rows: Vec<f64>,
-    /// Per class: stored examples (≤ capacity).
-    len: Vec<usize>,
-    /// Per class: the slot the next example overwrites.
-    next: Vec<usize>,
-}
-
-impl Replay {
-    fn new(classes: usize, capacity: usize, dim: usize) -> Self {
-        Replay {
-            capacity,
-            dim,
-            rows: vec![0.0; classes * capacity * dim],
-            len: vec![0; classes],
-            next: vec![0; classes],
-        }
-    }
-
-    fn push(&mut self, class: usize, z: &[f64]) {
-        if self.capacity == 0 {
-            return;
-        }
-        let slot = class * self.capacity + self.next[class];
-        self.rows[slot * self.dim..(slot + 1) * self.dim].copy_from_slice(z);
-        self.next[class] = (self.next[class] + 1) % self.capacity;
-        self.len[class] = (self.len[class] + 1).min(self.capacity);
-    }
-
-    /// Examples per class in a balanced batch: as many as the class with the fewest has.
-    fn balanced(&self) -> usize {
-        self.len.iter().copied().min().unwrap_or(0)
-    }
-
-    /// The `age`-th most recent example of `class` (0 = newest); `age < len[class]`.
-    fn recent(&self, class: usize, age: usize) -> &[f64] {
-        let slot = (self.next[class] + self.capacity - 1 - age) % self.capacity;
-        let start = (class * self.capacity + slot) * self.dim;
-        &self.rows[start..start + self.dim]
-    }
-
-    fn is_consistent(&self, classes: usize, capacity: usize, dim: usize) -> bool {
-        self.capacity == capacity
-            && self.dim == dim
-            && self.rows.len() == classes * capacity * dim
-            && self.len.len() == classes
-            && self.next.len() == classes
-            && self.len.iter().all(|&l| l <= capacity)
-            && self.next.iter().all(|&n| n < capacity.max(1))
-            && self.rows.iter().all(|v| v.is_finite())
     }
 }
 
@@ -750,43 +601,10 @@ fn initial_parameters(sizes: &[usize], activation: Activation, rng: &mut ChaCha8
     params
 }
 
-/// `clamp(base · 2 · recent_error / chance_error, min_rate, max_rate)`: the rate before any
-/// confidence or experience discount (see the module doc).
+/// `clamp(base · 2 · recent_error / chance_error, min_rate, max_rate)`: see the module doc.
 fn adaptive_rate(online: &OnlineConfig, chance_error: f64, recent_error: f64) -> f64 {
     let rate = online.learning_rate * 2.0 * recent_error / chance_error;
     rate.clamp(online.min_rate, online.max_rate)
-}
-
-/// The rate of one online step: the error-driven rate, scaled by `1 − max(margin, 0)` (less
-/// for an example the model already gets right with confidence) and by `1/√(1 + n/n₀)` (less
-/// with each applied update), then clamped to `[min_rate, max_rate]`.
-fn online_rate(
-    online: &OnlineConfig,
-    chance_error: f64,
-    recent_error: f64,
-    margin: f64,
-    accepted: u64,
-) -> f64 {
-    let base = online.learning_rate * 2.0 * recent_error / chance_error;
-    let confidence = 1.0 - margin.clamp(0.0, 1.0);
-    let experience = 1.0 / (1.0 + accepted as f64 / online.rate_decay_updates).sqrt();
-    (base * confidence * experience).clamp(online.min_rate, online.max_rate)
-}
-
-/// Moves `params` back onto the ball of radius `radius` around `centre` if it left it.
-fn project_into_ball(params: &mut [f64], centre: &[f64], radius: f64) {
-    let distance = params
-        .iter()
-        .zip(centre)
-        .map(|(p, c)| (p - c) * (p - c))
-        .sum::<f64>()
-        .sqrt();
-    if distance > radius {
-        let shrink = radius / distance;
-        for (p, &c) in params.iter_mut().zip(centre) {
-            *p = c + (*p - c) * shrink;
-        }
-    }
 }
 
 /// The plastic MLP decoder. See the [module documentation](self).
@@ -804,14 +622,6 @@ pub struct PlasticMlp {
     version: u64,
     /// Consecutive outlier windows seen by `observe`.
     outlier_streak: u32,
-    /// The weights as calibration left them: the centre of the online anchor and drift ball.
-    anchor_params: Vec<f64>,
-    /// Recent labelled examples per class, replayed in every online step.
-    replay: Replay,
-    /// Online steps that changed the weights since calibration (the rate's experience).
-    accepted_updates: u64,
-    /// Out-of-fold calibration applied to the softmax output (see [`super::calibration`]).
-    calibration: Option<Calibration>,
     #[serde(skip)]
     scratch: Scratch,
 }
@@ -829,16 +639,6 @@ struct StoredMlp {
     learning_rate: f64,
     version: u64,
     outlier_streak: u32,
-    // Absent from model files written before the replay policy: loaded as "calibrated here,
-    // nothing remembered yet".
-    #[serde(default)]
-    anchor_params: Vec<f64>,
-    #[serde(default)]
-    replay: Option<Replay>,
-    #[serde(default)]
-    accepted_updates: u64,
-    #[serde(default)]
-    calibration: Option<Calibration>,
 }
 
 impl TryFrom<StoredMlp> for PlasticMlp {
@@ -879,29 +679,6 @@ impl TryFrom<StoredMlp> for PlasticMlp {
         if !all_finite {
             return bad("non-finite or non-positive value in weights or normaliser");
         }
-        let anchor_params = if s.anchor_params.is_empty() {
-            s.params.clone()
-        } else if s.anchor_params.len() != s.params.len()
-            || !s.anchor_params.iter().all(|v| v.is_finite())
-        {
-            return bad("calibrated (anchor) weights disagree with the weights or are non-finite");
-        } else {
-            s.anchor_params
-        };
-        let capacity = if d == 0 {
-            0
-        } else {
-            s.config.online.replay_per_class
-        };
-        let replay = match s.replay {
-            None => Replay::new(s.classes, capacity, d),
-            Some(r) if r.is_consistent(s.classes, capacity, d) => r,
-            Some(_) => {
-                return bad(
-                    "replay buffer disagrees with the configuration or holds non-finite values",
-                )
-            }
-        };
         Ok(PlasticMlp {
             config: s.config,
             classes: s.classes,
@@ -912,10 +689,6 @@ impl TryFrom<StoredMlp> for PlasticMlp {
             learning_rate: s.learning_rate,
             version: s.version,
             outlier_streak: s.outlier_streak,
-            anchor_params,
-            replay,
-            accepted_updates: s.accepted_updates,
-            calibration: s.calibration,
             scratch: Scratch::default(),
         })
     }
@@ -940,10 +713,6 @@ impl PlasticMlp {
             learning_rate: 0.0,
             version: 0,
             outlier_streak: 0,
-            anchor_params: Vec::new(),
-            replay: Replay::default(),
-            accepted_updates: 0,
-            calibration: None,
             scratch: Scratch::default(),
         };
         mlp.reset_online_state();
@@ -982,27 +751,6 @@ impl PlasticMlp {
     /// All weights and biases, flat, layer by layer (each layer: input-major weights, then bias).
     pub fn parameters(&self) -> &[f64] {
         &self.params
-    }
-
-    /// The weights as calibration left them (same layout as [`PlasticMlp::parameters`]).
-    pub fn calibrated_parameters(&self) -> &[f64] {
-        &self.anchor_params
-    }
-
-    /// Online steps that changed the weights since calibration.
-    pub fn accepted_updates(&self) -> u64 {
-        self.accepted_updates
-    }
-
-    /// The calibration applied to the softmax output, if any. Online learning uses the raw
-    /// softmax (the quantity it minimises), not this.
-    pub fn calibration(&self) -> Option<&Calibration> {
-        self.calibration.as_ref()
-    }
-
-    /// Sets (or removes) the map applied at the end of [`Decoder::predict_proba`].
-    pub fn set_calibration(&mut self, calibration: Option<Calibration>) {
-        self.calibration = calibration;
     }
 
     /// Running per-feature mean of the normaliser (empty until fitted).
@@ -1260,15 +1008,6 @@ impl Decoder for PlasticMlp {
             ));
         }
         self.reset_online_state();
-        self.anchor_params = self.params.clone();
-        self.accepted_updates = 0;
-        self.calibration = None;
-        // Seeded with the latest calibration examples of each class, so that the very first
-        // online step already replays both classes instead of leaning towards the one label.
-        self.replay = Replay::new(self.classes, self.config.online.replay_per_class, d);
-        for (z, &label) in rows.chunks_exact(d).zip(labels) {
-            self.replay.push(label, z);
-        }
         self.version += 1;
         Ok(())
     }
@@ -1294,9 +1033,6 @@ impl Decoder for PlasticMlp {
             .standardize(features, self.config.online.outlier_z, &mut acts[0]);
         forward(&self.sizes, self.config.activation, &self.params, acts);
         probabilities.copy_from_slice(&acts[self.sizes.len() - 1]);
-        if let Some(calibration) = &self.calibration {
-            calibration.apply(probabilities);
-        }
     }
 
     fn update(&mut self, features: &[f32], label: usize) -> bool {
@@ -1317,82 +1053,34 @@ impl Decoder for PlasticMlp {
         }
 
         let chance_error = self.chance_error();
-        let out = self.sizes.len() - 1;
         let Scratch { acts, deltas, grad } = &mut self.scratch;
         forward(&self.sizes, self.config.activation, &self.params, acts);
-        // Error and margin are measured before learning from the example: how surprised the
-        // model was.
-        let p = &acts[out];
-        let error = 1.0 - p[label];
-        let rival = p
-            .iter()
-            .enumerate()
-            .filter(|&(c, _)| c != label)
-            .map(|(_, &v)| v)
-            .fold(0.0, f64::max);
-        let margin = p[label] - rival;
+        // The error is measured before learning from the example: how surprised the model was.
+        let error = 1.0 - acts[self.sizes.len() - 1][label];
         let memory = 1.0 / online.error_memory;
         let recent_error = (1.0 - memory) * self.recent_error + memory * error;
-        let rate = online_rate(
-            &online,
-            chance_error,
-            recent_error,
-            margin,
-            self.accepted_updates,
+        let rate = adaptive_rate(&online, chance_error, recent_error);
+
+        grad.fill(0.0);
+        backward(
+            &self.sizes,
+            self.config.activation,
+            &self.params,
+            acts,
+            deltas,
+            label,
+            1.0,
+            grad,
         );
-        self.recent_error = recent_error;
-        self.learning_rate = rate;
-        // Remembered whatever happens next, so the replay stays recent even while the model
-        // is right and does not step.
-        self.replay.push(label, &acts[0]);
-        if margin >= online.update_margin || rate == 0.0 {
+        // No weight decay online: applied at every one of the thousands of steps of a session it
+        // would steadily erase the calibration; the step cap bounds the drift instead.
+        let norm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
+        if !norm.is_finite() {
             return false;
         }
-
-        // One step on a class-balanced batch: the newest `k` examples of every class (the new
-        // example among them), so that labels alternating trial by trial pull equally both ways.
-        grad.fill(0.0);
-        let k = self.replay.balanced();
-        if k == 0 {
-            // No replay (or a class never seen): the new example alone.
-            backward(
-                &self.sizes,
-                self.config.activation,
-                &self.params,
-                acts,
-                deltas,
-                label,
-                1.0,
-                grad,
-            );
-        } else {
-            let scale = 1.0 / (k * self.classes) as f64;
-            for class in 0..self.classes {
-                for age in 0..k {
-                    acts[0].copy_from_slice(self.replay.recent(class, age));
-                    forward(&self.sizes, self.config.activation, &self.params, acts);
-                    backward(
-                        &self.sizes,
-                        self.config.activation,
-                        &self.params,
-                        acts,
-                        deltas,
-                        class,
-                        scale,
-                        grad,
-                    );
-                }
-            }
-        }
-        // The anchor replaces weight decay online: decay applied at every one of the thousands
-        // of steps of a session would erase the calibration; the anchor pulls towards it.
-        if online.anchor > 0.0 {
-            for ((g, &w), &w0) in grad.iter_mut().zip(&self.params).zip(&self.anchor_params) {
-                *g += online.anchor * (w - w0);
-            }
-        }
-        let norm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
-        if !norm.is_finite() || norm == 0.0 {
+        self.recent_error = recent_error;
+        self.learning_rate = rate;
+        if norm == 0.0 || rate == 0.0 {
             return false;
         }
         let clipped_norm = norm.min(online.max_gradient_norm);
@@ -1401,8 +1089,6 @@ impl Decoder for PlasticMlp {
         for (p, &g) in self.params.iter_mut().zip(grad.iter()) {
             *p -= factor * g;
         }
-        project_into_ball(&mut self.params, &self.anchor_params, online.max_drift);
-        self.accepted_updates += 1;
         self.version += 1;
         true
     }

@@ -11,7 +11,6 @@
 //! Labels are class indices `0..classes`. Features arrive as `f32` (what the pipeline makes);
 //! decoders compute in `f64` internally.
 
-pub mod calibration;
 pub mod cv;
 pub mod lda;
 pub mod metrics;

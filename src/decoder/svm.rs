@@ -32,15 +32,8 @@
 //!   values on the training set itself are biased (an RBF SVM separates its own training data
 //!   almost perfectly), so a sigmoid fitted to them — which is what linfa's
 //!   `Svm<_, Pr>` does — is over-confident. If a class has a single example no cross-validation
-//!   is possible and the training decision values are used. Unlike libsvm and scikit-learn,
-//!   the fit is *sign-checked* ([`super::calibration::fit_platt_increasing`]): with few
-//!   trials near chance the out-of-fold values can rank the classes backwards, and an
-//!   unconstrained sigmoid then flips every probability against the decision value (seen on
-//!   12 of 19 subjects for band power + SVM). The slope is kept positive instead, which gives
-//!   probabilities near the prior that still rank windows as the SVM does.
-//! - **Pipeline calibration**: on top of that, `evaluate::fit` sets the same out-of-fold
-//!   calibration every decoder gets ([`super::calibration`]), fitted with the feature stage
-//!   refitted per inner fold.
+//!   is possible and the training decision values are used. As in scikit-learn, the
+//!   calibrated probability can, rarely, disagree with the sign of the decision value.
 //!
 //! # More than two classes
 //!
@@ -66,7 +59,6 @@ use ndarray::{Array1, Array2, ArrayView2, Axis};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::calibration::{fit_platt_increasing, Calibration};
 use super::cv::stratified_kfold;
 use super::lda::{check_training_set, dot_f32};
 use super::Decoder;
@@ -225,10 +217,6 @@ pub struct Svm {
     bias: Vec<f64>,
     /// Per machine: Platt parameters `[A, B]`.
     platt: Vec<[f64; 2]>,
-    /// Out-of-fold calibration of the whole pipeline's output, set after fitting (see
-    /// [`super::calibration`]); absent in model files written before it existed.
-    #[serde(default)]
-    calibration: Option<Calibration>,
     /// Standardised input of the current call (RBF). Not serialised: sized on fit, or on the
     /// first prediction after loading.
     #[serde(skip)]
@@ -252,25 +240,8 @@ impl Svm {
             dual_coef: Vec::new(),
             bias: Vec::new(),
             platt: Vec::new(),
-            calibration: None,
             scratch: Vec::new(),
         }
-    }
-
-    /// The calibration applied after the Platt probabilities, if any.
-    pub fn calibration(&self) -> Option<&Calibration> {
-        self.calibration.as_ref()
-    }
-
-    /// Sets (or removes) the map applied at the end of [`Decoder::predict_proba`].
-    pub fn set_calibration(&mut self, calibration: Option<Calibration>) {
-        self.calibration = calibration;
-    }
-
-    /// Per machine: the Platt parameters `[A, B]` of `1/(1 + exp(A·f + B))`; `A < 0` always
-    /// (a larger decision value never means a smaller probability).
-    pub fn platt(&self) -> &[[f64; 2]] {
-        &self.platt
     }
 
     pub fn config(&self) -> &SvmConfig {
@@ -482,9 +453,7 @@ impl Decoder for Svm {
                     .map(|i| trainer.decision(&x, &alpha, rho, x.row(i).as_slice().unwrap()))
                     .collect(),
             };
-            // Sign-checked: the sigmoid never ranks examples against the decision value.
-            let [a, b] = fit_platt_increasing(&values, &targets);
-            platt.push([-a, -b]);
+            platt.push(fit_platt(&values, &targets));
             alphas.push(alpha);
             rhos.push(rho);
         }
@@ -559,9 +528,6 @@ impl Decoder for Svm {
                 let u = 1.0 / self.classes as f64;
                 probabilities.iter_mut().for_each(|p| *p = u);
             }
-        }
-        if let Some(calibration) = &self.calibration {
-            calibration.apply(probabilities);
         }
     }
 }
@@ -740,6 +706,81 @@ fn platt_probability(f: f64, [a, b]: [f64; 2]) -> f64 {
     }
 }
 
+/// Fits Platt's sigmoid to decision values `f` and targets `y` by Newton's method with a
+/// backtracking line search (Lin, Lin & Weng 2007). Targets are Platt's regularised
+/// `(N₊+1)/(N₊+2)` and `1/(N₋+2)` instead of 1 and 0, so perfectly separated calibration data
+/// still gives finite `A`, i.e. probabilities strictly inside (0, 1).
+fn fit_platt(f: &[f64], y: &[bool]) -> [f64; 2] {
+    const MAX_ITER: usize = 100;
+    const MIN_STEP: f64 = 1e-10;
+    const SIGMA: f64 = 1e-12; // Hessian ridge: keeps the Newton system solvable
+    const EPS: f64 = 1e-5;
+
+    let n_pos = y.iter().filter(|&&t| t).count() as f64;
+    let n_neg = y.len() as f64 - n_pos;
+    let hi = (n_pos + 1.0) / (n_pos + 2.0);
+    let lo = 1.0 / (n_neg + 2.0);
+    let t: Vec<f64> = y.iter().map(|&p| if p { hi } else { lo }).collect();
+
+    // Negative log-likelihood, written for either sign of A·f + B so nothing overflows.
+    let objective = |a: f64, b: f64| -> f64 {
+        f.iter()
+            .zip(&t)
+            .map(|(&fi, &ti)| {
+                let z = a * fi + b;
+                if z >= 0.0 {
+                    ti * z + (-z).exp().ln_1p()
+                } else {
+                    (ti - 1.0) * z + z.exp().ln_1p()
+                }
+            })
+            .sum()
+    };
+
+    let mut a = 0.0;
+    let mut b = ((n_neg + 1.0) / (n_pos + 1.0)).ln();
+    let mut fval = objective(a, b);
+    for _ in 0..MAX_ITER {
+        let (mut h11, mut h22, mut h21, mut g1, mut g2) = (SIGMA, SIGMA, 0.0, 0.0, 0.0);
+        for (&fi, &ti) in f.iter().zip(&t) {
+            let p = platt_probability(fi, [a, b]);
+            let q = 1.0 - p;
+            let d2 = p * q;
+            h11 += fi * fi * d2;
+            h22 += d2;
+            h21 += fi * d2;
+            let d1 = ti - p;
+            g1 += fi * d1;
+            g2 += d1;
+        }
+        if g1.abs() < EPS && g2.abs() < EPS {
+            break;
+        }
+        let det = h11 * h22 - h21 * h21;
+        let da = -(h22 * g1 - h21 * g2) / det;
+        let db = -(-h21 * g1 + h11 * g2) / det;
+        let gd = g1 * da + g2 * db;
+        let mut step = 1.0;
+        let mut improved = false;
+        while step >= MIN_STEP {
+            let (na, nb) = (a + step * da, b + step * db);
+            let nf = objective(na, nb);
+            if nf < fval + 1e-4 * step * gd {
+                (a, b, fval) = (na, nb, nf);
+                improved = true;
+                break;
+            }
+            step /= 2.0;
+        }
+        if !improved {
+            // No descent possible at working precision: the current (A, B) is as good as
+            // this data allows.
+            break;
+        }
+    }
+    [a, b]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -765,5 +806,23 @@ mod tests {
         }
         assert!(toml::from_str::<SvmConfig>("kernel = \"poly\"").is_err());
         assert!(toml::from_str::<SvmConfig>("cost = 1").is_err());
+    }
+
+    #[test]
+    fn platt_fit_recovers_a_sigmoid() {
+        // Decision values with P(y=1|f) = 1/(1 + exp(−2f)): A ≈ −2, B ≈ 0.
+        let n = 4000;
+        let f: Vec<f64> = (0..n).map(|i| -3.0 + 6.0 * i as f64 / n as f64).collect();
+        let y: Vec<bool> = f
+            .iter()
+            .enumerate()
+            .map(|(i, &fi)| {
+                let p = 1.0 / (1.0 + (-2.0 * fi).exp());
+                // Deterministic "sampling": a low-discrepancy sequence against p.
+                ((i as f64 * 0.618_033_988_749_895) % 1.0) < p
+            })
+            .collect();
+        let [a, b] = fit_platt(&f, &y);
+        assert!((a + 2.0).abs() < 0.15 && b.abs() < 0.1, "A = {a}, B = {b}");
     }
 }
