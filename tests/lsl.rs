@@ -597,8 +597,11 @@ fn live_pipeline_calibrates_on_the_stream_and_commands_on_every_cue() {
                 else {
                     continue;
                 };
-                let Some(Ok(Message::Text(text))) = next else {
-                    break;
+                let text = match next {
+                    Some(Ok(Message::Text(text))) => text,
+                    // Pings (liveness) and pongs are not the session's business.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                    _ => break,
                 };
                 let message: Value = serde_json::from_str(text.as_str()).unwrap();
                 match message["type"].as_str() {

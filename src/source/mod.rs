@@ -8,6 +8,7 @@
 //! - [`lsl`]: a live Lab Streaming Layer stream (headset), with an optional marker stream,
 //!   loss/recovery and gap reporting.
 
+pub mod cues;
 pub mod lsl;
 pub mod replay;
 pub mod simulator;

@@ -64,7 +64,7 @@ use std::sync::Arc;
 use super::{Pace, Pacer, Source, SourceItem};
 use crate::error::{Error, Result};
 use crate::io::{RecordedStream, Recording, StreamData};
-use crate::paradigm::{CueFollower, Imagery};
+use crate::source::cues::{CueFollower, Imagery};
 use crate::stream::{ChannelInfo, Chunk, Event, StreamInfo, ValueFormat, IRREGULAR_RATE};
 use crate::validate::Problems;
 
@@ -1100,7 +1100,7 @@ mod tests {
         };
         let mut sim = config.build().unwrap();
         let follower = sim.cue_follower().expect("follow_cues gives a handle");
-        follower.push(crate::paradigm::FollowedCue {
+        follower.push(crate::source::cues::FollowedCue {
             imagery: Imagery::LeftHand,
             onset: 10.0,
             duration: 10.0,
