@@ -149,6 +149,8 @@ pub struct ClosedLoop {
     config: PipelineConfig,
     info: StreamInfo,
     model_out: Option<PathBuf>,
+    /// Where the loaded model was saved (each calibration saves to its own file).
+    saved_model: Option<PathBuf>,
     phase: Phase,
     /// Calibration trials per class so far, and the time the last one's window completes.
     counts: Vec<usize>,
@@ -241,6 +243,7 @@ impl ClosedLoop {
             counts_changed: false,
             info: info.clone(),
             model_out,
+            saved_model: None,
             phase,
             counts: vec![0; config.training.classes.len()],
             last_cue_complete: f64::NEG_INFINITY,
@@ -269,7 +272,7 @@ impl ClosedLoop {
                     cv_accuracy,
                     cv_auc,
                     warning,
-                    model_path: self.model_out.as_ref().map(|p| p.display().to_string()),
+                    model_path: self.saved_model.as_ref().map(|p| p.display().to_string()),
                     trials: self.trials,
                     hits: self.hits,
                     last: self.last,
@@ -286,6 +289,32 @@ impl ClosedLoop {
     /// Online cued trials decided so far and how many were right.
     pub fn online_score(&self) -> (usize, usize) {
         (self.trials, self.hits)
+    }
+
+    /// `--model-out` for the first calibration; `<stem>.calibration-<n>.<ext>` beside it
+    /// for the n-th, so a recalibration never replaces the model of an earlier one.
+    fn model_path_for_this_calibration(&self) -> Option<PathBuf> {
+        let first = self.model_out.as_ref()?;
+        if self.calibration_round == 0 {
+            return Some(first.clone());
+        }
+        let stem = first
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        let extension = first
+            .extension()
+            .map(|e| e.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "json".into());
+        Some(first.with_file_name(format!(
+            "{stem}.calibration-{}.{extension}",
+            self.calibrations()
+        )))
+    }
+
+    /// Calibration blocks started so far (the first one included).
+    pub fn calibrations(&self) -> u64 {
+        self.calibration_round + 1
     }
 
     /// Start a new calibration (keeps the loaded model running until the new one is ready).
@@ -479,11 +508,21 @@ impl ClosedLoop {
                                 .unwrap_or_default()
                         ),
                     }
-                    if let Some(path) = &self.model_out {
-                        calibrated.model.save(path)?;
-                        tracing::info!("model saved to {}", path.display());
+                    self.saved_model = None;
+                    if let Some(path) = self.model_path_for_this_calibration() {
+                        // The model serves even if it cannot be saved (full disk, a file in
+                        // the way): the session goes on and the log says so.
+                        match calibrated.model.save_new(&path) {
+                            Ok(()) => {
+                                tracing::info!("model saved to {}", path.display());
+                                self.saved_model = Some(path);
+                            }
+                            Err(e) => tracing::error!("the calibrated model was not saved: {e}"),
+                        }
                     }
                     engine.load_model(calibrated.model, sink)?;
+                    // The online hit rate describes the model that is deciding now.
+                    (self.trials, self.hits, self.last) = (0, 0, None);
                     self.model_loaded = true;
                     self.score = Some((calibrated.cv_accuracy, calibrated.cv_auc, warning));
                     self.phase = Phase::Online;

@@ -150,6 +150,21 @@ impl Model {
         std::fs::write(path, text).map_err(|e| Error::io(path, e))
     }
 
+    /// Like [`Model::save`], but refuses to replace an existing file.
+    pub fn save_new(&self, path: &Path) -> Result<()> {
+        use std::io::Write;
+        let text = serde_json::to_string(self)
+            .map_err(|e| Error::Other(format!("serializing the model: {e}")))?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io(path, e))
+    }
+
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         Self::from_json(&text, &path.display().to_string())

@@ -694,3 +694,111 @@ fn live_pipeline_calibrates_on_the_stream_and_commands_on_every_cue() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+fn mne_lsl_available() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import mne_lsl"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        let message = "python3 with mne-lsl not found (pip install mne-lsl)";
+        if std::env::var("NEUROSTREAM_REQUIRE_DATA").is_ok_and(|v| v == "1") {
+            panic!("{message}");
+        }
+        eprintln!("SKIPPED: {message}");
+    }
+    ok
+}
+
+/// MNE-LSL's `PlayerLSL` streams S001R04.edf the way it does for every lab: volts, with the
+/// unit declared as MNE-LSL's power of ten `"0"`, and the annotations on a separate one-hot
+/// `annotations` stream. With no `unit` and no `[source.markers]` in the config, our inlet
+/// must give the file's µV (within 1e-5 relative) and the file's cues as events.
+#[test]
+fn mne_lsl_player_into_our_inlet_in_microvolts_with_its_annotations() {
+    let Some(edf) = common::eegmmidb_file("S001", 4) else {
+        return;
+    };
+    if !mne_lsl_available()
+        || !inside_loopback("mne_lsl_player_into_our_inlet_in_microvolts_with_its_annotations")
+    {
+        return;
+    }
+    let recording = neurostream::io::open(&edf).unwrap();
+    let file = recording.primary_signal().unwrap();
+    let name = unique("ns-mne-player");
+    let mut player = Command::new("python3")
+        .arg(peer_script("mne_player.py"))
+        .arg(&edf)
+        .args(["--name", &name, "--source-id", &format!("{name}-id")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(player.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _player = EdfPeer(player);
+    assert!(line.starts_with("streaming"), "player said {line:?}");
+
+    let config = LslConfig {
+        name: Some(name.clone()),
+        resolve_timeout_seconds: 10.0,
+        ..LslConfig::default()
+    };
+    let mut source = config.build().unwrap();
+    let info = source.stream_info().clone();
+    assert_eq!(info.channel_count(), 64);
+    assert!(
+        info.labels().eq(file.info.labels()),
+        "labels from MNE-LSL's description"
+    );
+    assert!(info.channels.iter().all(|c| c.unit == "uV"), "{info:?}");
+
+    let mut frames: Vec<Vec<f32>> = Vec::new();
+    let mut events = Vec::new();
+    let started = Instant::now();
+    // 8 s: at least one cue (they come every ~4 s in R04) after the inlet joined.
+    while frames.len() < 8 * 160 || events.is_empty() {
+        assert!(started.elapsed() < PATIENCE, "not enough samples or events");
+        match source.next_item().unwrap().unwrap() {
+            SourceItem::Chunk(chunk) => {
+                for s in 0..chunk.samples() {
+                    frames.push((0..64).map(|c| chunk.channel(c)[s]).collect());
+                }
+            }
+            SourceItem::Events(e) => events.extend(e),
+            SourceItem::Status(status) => panic!("unexpected {status:?}"),
+        }
+    }
+    let column = |c: usize| file.channel(c).unwrap();
+    let start = (0..file.sample_count() - frames.len())
+        .find(|&s| (0..64).all(|c| (column(c)[s] - frames[0][c]).abs() <= 1e-3))
+        .expect("first received frame found in the file (values in µV)");
+    for (k, frame) in frames.iter().enumerate() {
+        for (c, value) in frame.iter().enumerate() {
+            let expected = column(c)[start + k];
+            assert!(
+                (value - expected).abs() <= 1e-5 * expected.abs().max(1.0),
+                "sample {k} channel {c}: {value} µV vs the file's {expected}"
+            );
+        }
+    }
+    for event in &events {
+        assert!(
+            ["T0", "T1", "T2"].contains(&event.label.as_str()),
+            "{event:?}"
+        );
+        assert!(
+            event.duration > 1.0 && event.duration < 10.0,
+            "the annotation's duration travels with it: {event:?}"
+        );
+    }
+    eprintln!(
+        "MNE-LSL player: {} samples from file sample {start}, {} annotations: {:?}",
+        frames.len(),
+        events.len(),
+        events.iter().map(|e| &e.label).collect::<Vec<_>>()
+    );
+}

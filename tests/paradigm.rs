@@ -98,8 +98,9 @@ const PAGE_STATE: &str = "window.paradigm ? JSON.stringify({connection: paradigm
      loop: paradigm.loop, painted: paradigm.painted.length, shown: paradigm.shown, \
      errors: paradigm.errors}) : 'no paradigm object'";
 
-fn scratch() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("paradigm");
+/// A fresh folder per test: the tests of this file run in parallel, so none may clear another's.
+fn scratch(test: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("paradigm-{test}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -297,7 +298,7 @@ fn a_virtual_subject_calibrates_trains_and_goes_online_through_the_paradigm_page
     let Some(chromium) = browser::chromium() else {
         return;
     };
-    let dir = scratch();
+    let dir = scratch("closed-loop");
     let pipeline = dir.join("pipeline.toml");
     std::fs::write(&pipeline, PIPELINE).unwrap();
     let model = dir.join("model.json");
@@ -648,4 +649,161 @@ fn cue_markers_go_out_on_lsl_as_recorded() {
             "cue {i}: recorded {recorded} s after the first, published {published} s"
         );
     }
+}
+
+/// A quick calibration (5 trials per class, virtual subject at 4× real time, no page): then
+/// a client asks to recalibrate. Without the feedback right it is refused; with it a new
+/// calibration block runs while the first model keeps deciding, and the second model is
+/// hot-loaded and saved beside the first, which is left as it was.
+const RECALIBRATION_PIPELINE_CHANGES: &[(&str, &str)] = &[
+    ("speed = 1.0", "speed = 4.0"),
+    ("calibration_trials = 20", "calibration_trials = 5"),
+    (
+        "online_trials_per_class = 10",
+        "online_trials_per_class = 2",
+    ),
+];
+const FEEDBACK_TOKEN: &str = "recal-f33d";
+
+async fn next_of_type(
+    socket: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    accept: impl Fn(&Value) -> bool,
+    what: &str,
+    patience: Duration,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let message = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .unwrap_or_else(|_| panic!("waited {patience:?} for {what}"))
+            .expect("the service closed the socket")
+            .unwrap();
+        if let Message::Text(text) = message {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            if accept(&value) {
+                return value;
+            }
+        }
+    }
+}
+
+#[test]
+fn recalibration_on_request_trains_a_second_model_and_keeps_the_first() {
+    use futures_util::SinkExt;
+    let dir = scratch("recalibration");
+    let mut pipeline_text = PIPELINE.to_owned();
+    for (from, to) in RECALIBRATION_PIPELINE_CHANGES {
+        assert!(
+            pipeline_text.contains(from),
+            "the test pipeline changed: {from}"
+        );
+        pipeline_text = pipeline_text.replace(from, to);
+    }
+    let pipeline = dir.join("pipeline.toml");
+    std::fs::write(&pipeline, pipeline_text).unwrap();
+    let first_model = dir.join("model.json");
+    let second_model = dir.join("model.calibration-2.json");
+    let session = Session::start(&[
+        "--pipeline",
+        pipeline.to_str().unwrap(),
+        "--model-out",
+        first_model.to_str().unwrap(),
+        "--allow-feedback",
+        "--feedback-token",
+        FEEDBACK_TOKEN,
+    ]);
+    let ws = session.base.replace("http://", "ws://");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let patience = Duration::from_secs(180);
+    runtime.block_on(async {
+        let is_online = |v: &Value| v["type"] == "session" && v["phase"] == "online";
+        // No feedback right: refused, nothing changes.
+        let (mut plain, _) = tokio_tungstenite::connect_async(format!("{ws}/ws?token={TOKEN}"))
+            .await
+            .unwrap();
+        plain
+            .send(Message::text(r#"{"type":"recalibrate"}"#))
+            .await
+            .unwrap();
+        let refused =
+            next_of_type(&mut plain, |v| v["type"] == "error", "a refusal", patience).await;
+        assert_eq!(refused["code"], "forbidden", "{refused}");
+
+        let (mut operator, _) = tokio_tungstenite::connect_async(format!(
+            "{ws}/ws?token={TOKEN}&feedback_token={FEEDBACK_TOKEN}"
+        ))
+        .await
+        .unwrap();
+        let online = next_of_type(&mut operator, is_online, "the first model", patience).await;
+        assert_eq!(
+            online["model_path"],
+            first_model.to_str().unwrap(),
+            "{online}"
+        );
+        let first_bytes = std::fs::read(&first_model).expect("the first model was saved");
+
+        operator
+            .send(Message::text(r#"{"type":"recalibrate"}"#))
+            .await
+            .unwrap();
+        let confirmed = next_of_type(
+            &mut operator,
+            |v| v["type"] == "recalibrating" || v["type"] == "error",
+            "the recalibration's answer",
+            patience,
+        )
+        .await;
+        assert_eq!(confirmed["type"], "recalibrating", "{confirmed}");
+        assert_eq!(confirmed["calibration"], 2, "{confirmed}");
+        let calibrating = next_of_type(
+            &mut operator,
+            |v| v["type"] == "session",
+            "the calibrating state",
+            patience,
+        )
+        .await;
+        assert_eq!(calibrating["phase"], "calibrating", "{calibrating}");
+        assert_eq!(
+            calibrating["trials"],
+            serde_json::json!([0, 0]),
+            "{calibrating}"
+        );
+        // The first model keeps deciding meanwhile: commands still flow.
+        next_of_type(
+            &mut operator,
+            |v| v["type"] == "command",
+            "a command during recalibration",
+            patience,
+        )
+        .await;
+        let online = next_of_type(&mut operator, is_online, "the second model", patience).await;
+        assert_eq!(
+            online["model_path"],
+            second_model.to_str().unwrap(),
+            "{online}"
+        );
+        assert_eq!(
+            online["trials"], 0,
+            "a new model starts a new hit count: {online}"
+        );
+        assert!(second_model.exists());
+        assert_eq!(
+            std::fs::read(&first_model).unwrap(),
+            first_bytes,
+            "the first calibration's model file changed"
+        );
+        // A client connecting now sees the new model in its hello and session state.
+        let (hello, state) = hello_and_session(&session.base).await;
+        assert!(!hello["classes"].as_array().unwrap().is_empty(), "{hello}");
+        assert!(is_online(&state), "{state}");
+    });
+    assert!(
+        session.log_line("calibration block 2 started").is_some(),
+        "the log does not say the recalibration started"
+    );
 }

@@ -22,6 +22,8 @@ const ARROWS = { left: "\u2190", right: "\u2192", feet: "\u2193", tongue: "\u219
 
 const params = new URLSearchParams(location.search);
 const token = params.get("token");
+// Recalibration changes the model, so it needs the feedback right (docs/security.md).
+const feedbackToken = params.get("feedback_token");
 
 // Everything the page knows; `window.paradigm` exposes it to the console and the browser test.
 const state = {
@@ -46,6 +48,8 @@ const state = {
   frameMs: 1000 / 60,
   lastFrame: null,
   errors: [],
+  // Calibration blocks the service confirmed after a Recalibrate click.
+  recalibrations: [],
 };
 window.paradigm = state;
 
@@ -54,8 +58,11 @@ let socket = null;
 
 function socketUrl() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const query = token ? "?token=" + encodeURIComponent(token) : "";
-  return `${scheme}//${location.host}/ws${query}`;
+  const query = new URLSearchParams();
+  if (token) query.set("token", token);
+  if (feedbackToken) query.set("feedback_token", feedbackToken);
+  const text = query.toString();
+  return `${scheme}//${location.host}/ws${text ? "?" + text : ""}`;
 }
 
 function send(message) {
@@ -110,6 +117,16 @@ async function diagnose() {
   return null;
 }
 
+function showNotice(text) {
+  const notice = $("notice");
+  notice.textContent = text;
+  notice.hidden = false;
+}
+
+function requestRecalibration() {
+  send({ type: "recalibrate" });
+}
+
 function showBanner(text) {
   const banner = $("banner");
   banner.textContent = text;
@@ -161,7 +178,16 @@ function handle(message) {
     case "features":
       if (message.probabilities) state.probabilities = message.probabilities;
       return;
-    case "error": state.errors.push(message); return;
+    case "recalibrating":
+      state.recalibrations.push(message.calibration);
+      showNotice(`Recalibration: calibration block ${message.calibration} starts with the next trial; the current model keeps running until the new one is loaded.`);
+      return;
+    case "error":
+      state.errors.push(message);
+      if (message.code === "forbidden" || message.code === "rate_limited" || message.code === "bad_request") {
+        showNotice(message.message);
+      }
+      return;
     case "status":
       if (message.event === "stream_ended") state.stage = "ended";
       renderStatus();
@@ -297,6 +323,7 @@ function renderStatus() {
   }
 }
 
+$("recalibrate").addEventListener("click", requestRecalibration);
 connect();
 renderStatus();
 requestAnimationFrame(frame);

@@ -79,7 +79,7 @@ pub struct ServeArgs {
     /// "*" for any). Other names get 421: a DNS-rebinding page cannot reach the service.
     #[arg(long = "allowed-host")]
     pub allowed_hosts: Vec<String>,
-    /// Accept `feedback` (decoder learning) and `rollback` from clients with the feedback
+    /// Accept `feedback` (decoder learning), `rollback` and `recalibrate` from clients with the feedback
     /// right (the feedback token, or the service token when no feedback token is given).
     #[arg(long)]
     pub allow_feedback: bool,

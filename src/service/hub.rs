@@ -131,6 +131,9 @@ pub enum FeedbackAction {
     /// Put the decoder back to the model the session started with (`label` is
     /// [`FeedbackRequest::NO_LABEL`]).
     Rollback,
+    /// Start a new calibration block (closed-loop sessions only; `label` is
+    /// [`FeedbackRequest::NO_LABEL`]).
+    Recalibrate,
 }
 
 /// A feedback-authorised client's request to learn from a window or to roll the model back.

@@ -20,6 +20,9 @@ pub enum ServerMessage {
     Learned(Learned),
     /// Reply to `rollback`: the decoder is the calibrated model again.
     RolledBack(RolledBack),
+    /// Reply to `recalibrate`: a new calibration block started (the current model keeps
+    /// deciding until the new one is trained and loaded).
+    Recalibrating(Recalibrating),
     Subscribed(Subscribed),
     Pong(Pong),
     Error(ErrorMessage),
@@ -184,6 +187,13 @@ pub struct RolledBack {
     pub decoder_version: Option<u64>,
 }
 
+/// Reply to `recalibrate`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recalibrating {
+    /// Calibration blocks started in this session, this one included.
+    pub calibration: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Subscribed {
     pub topics: Vec<Topic>,
@@ -258,6 +268,8 @@ pub enum ClientMessage {
     },
     /// Put the decoder back to the model the session started with (feedback right needed).
     Rollback {},
+    /// Start a new calibration block now (closed-loop sessions; feedback right needed).
+    Recalibrate {},
     /// Ask for the stream clock; `client_time` (any unit, e.g. `performance.now()` ms) is
     /// echoed so the client can measure the round trip.
     ClockSync {
@@ -279,6 +291,7 @@ pub const CLIENT_TYPES: &[&str] = &[
     "unsubscribe",
     "ping",
     "rollback",
+    "recalibrate",
     "clock_sync",
     "cue_painted",
 ];

@@ -283,7 +283,7 @@ fn dsp_loop(
                 // A model may finish training while the stream is quiet.
                 step_paradigm(hub, &mut engine, closed_loop.as_mut(), &mut sink)?;
                 step_closed_loop(hub, &mut engine, closed_loop.as_mut(), &mut sink)?;
-                apply_feedback(&mut engine, &feedback, &mut sink)?;
+                apply_feedback(hub, &mut engine, closed_loop.as_mut(), &feedback, &mut sink)?;
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -307,7 +307,7 @@ fn dsp_loop(
         // Cues reached by this chunk go in before the loop checks its trials.
         step_paradigm(hub, &mut engine, closed_loop.as_mut(), &mut sink)?;
         step_closed_loop(hub, &mut engine, closed_loop.as_mut(), &mut sink)?;
-        apply_feedback(&mut engine, &feedback, &mut sink)?;
+        apply_feedback(hub, &mut engine, closed_loop.as_mut(), &feedback, &mut sink)?;
         if closed_loop
             .as_ref()
             .is_some_and(|c| c.paradigm_complete(engine.now()))
@@ -403,11 +403,48 @@ fn announce(hub: &Hub, engine: &Engine, state: &LoopState, model_loaded: bool) {
 
 /// Learn from the feedback that clients have sent since the last item, and answer each.
 fn apply_feedback(
+    hub: &Hub,
     engine: &mut Engine,
+    mut closed_loop: Option<&mut ClosedLoop>,
     feedback: &Receiver<FeedbackRequest>,
     sink: &mut ServiceSink<'_>,
 ) -> Result<()> {
     while let Ok(request) = feedback.try_recv() {
+        if request.action == FeedbackAction::Recalibrate {
+            match closed_loop.as_deref_mut() {
+                Some(closed_loop) => {
+                    closed_loop.recalibrate();
+                    tracing::info!(
+                        "recalibration requested by a client: calibration block {} started; \
+                         the current model keeps deciding until the new one is loaded",
+                        closed_loop.calibrations()
+                    );
+                    let reply = ServerMessage::Recalibrating(protocol::Recalibrating {
+                        calibration: closed_loop.calibrations(),
+                    });
+                    // The answer before the new state, so the client reads them in order.
+                    request.reply.push(Outgoing {
+                        text: reply.to_json().into(),
+                        arrived: None,
+                    });
+                    announce(hub, engine, &closed_loop.state(), false);
+                }
+                None => {
+                    request.reply.push(Outgoing {
+                        text: ServerMessage::error(
+                            ErrorCode::BadRequest,
+                            "this service runs no closed-loop session (start it with \
+                             `neurostream session` or `run` without a model on a fitted \
+                             pipeline) to recalibrate",
+                        )
+                        .to_json()
+                        .into(),
+                        arrived: None,
+                    });
+                }
+            }
+            continue;
+        }
         if request.action == FeedbackAction::Rollback {
             let reply = if engine.rollback(sink)? {
                 let version = engine.pipeline().decoder_version();

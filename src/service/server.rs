@@ -746,7 +746,7 @@ fn feedback_allowed(hub: &Hub, client: &ClientQueue, rights: &mut Rights) -> boo
             ServerMessage::error(
                 ErrorCode::RateLimited,
                 format!(
-                    "more than {} feedback/rollback messages per minute; ignored",
+                    "more than {} feedback/rollback/recalibrate messages per minute; ignored",
                     hub.config.feedback_per_minute
                 ),
             ),
@@ -861,15 +861,20 @@ fn handle_text(
                 );
             }
         }
-        ClientMessage::Rollback {} => {
+        ClientMessage::Rollback {} | ClientMessage::Recalibrate {} => {
             if !feedback_allowed(hub, client, rights) {
                 return Ok(());
             }
+            let action = if matches!(message, ClientMessage::Rollback {}) {
+                FeedbackAction::Rollback
+            } else {
+                FeedbackAction::Recalibrate
+            };
             let request = FeedbackRequest {
                 label: FeedbackRequest::NO_LABEL,
                 seq: None,
                 reply: client.clone(),
-                action: FeedbackAction::Rollback,
+                action,
             };
             if !hub.feedback(request) {
                 reply(

@@ -209,7 +209,10 @@ impl LslConfig {
             if microvolts_per_unit(unit).is_none() {
                 return Err(Error::config(
                     ORIGIN,
-                    format!("source.unit = {unit:?} is not known; allowed: \"V\", \"mV\", \"uV\""),
+                    format!(
+                        "source.unit = {unit:?} is not known; allowed: \"V\", \"mV\", \"uV\", \"nV\", \
+                         or an MNE-LSL power of ten of volts (\"0\" = V, \"-6\" = µV)"
+                    ),
                 ));
             }
         }
@@ -243,8 +246,18 @@ impl LslConfig {
 
 /// Factor from a declared unit to µV; `None` for a unit we do not know. An empty unit means
 /// µV (the convention of most EEG vendors that leave it out).
+///
+/// A bare integer is MNE-LSL's convention (FIFF's unit multiplier): the power of ten of the
+/// SI unit, volts for EEG — `PlayerLSL` declares `"0"` for volts and `"-6"` for µV. Only the
+/// multipliers FIFF names are accepted, so a stray number is not taken for a scale.
 pub fn microvolts_per_unit(unit: &str) -> Option<f32> {
     let unit = unit.trim();
+    if let Ok(power) = unit.parse::<i32>() {
+        const FIFF_MULTIPLIERS: [i32; 15] = [12, 9, 6, 3, 2, 1, 0, -1, -2, -3, -6, -9, -12, -15, -18];
+        return FIFF_MULTIPLIERS
+            .contains(&power)
+            .then(|| 10f32.powi(power + 6));
+    }
     Some(match unit.to_ascii_lowercase().as_str() {
         "" | "uv" | "µv" | "μv" | "microvolt" | "microvolts" => 1.0,
         "mv" | "millivolt" | "millivolts" => 1e3,
@@ -481,6 +494,10 @@ mod inlet {
         interleaved: Vec<f32>,
         timestamps: Vec<f64>,
         marker_sample: Vec<String>,
+        /// Channel labels of a numeric one-hot marker stream (MNE-LSL's annotations: one
+        /// channel per description, the annotation's duration in its channel, 0 elsewhere);
+        /// empty for a one-channel marker stream.
+        marker_channels: Vec<String>,
     }
 
     impl InletThread {
@@ -537,8 +554,12 @@ mod inlet {
                 interleaved: Vec::new(),
                 timestamps: Vec::new(),
                 marker_sample: Vec::new(),
+                marker_channels: Vec::new(),
                 config,
             };
+            if thread.config.markers.is_none() {
+                thread.attach_mne_lsl_annotations();
+            }
             if thread.config.markers.is_some() {
                 // Give a marker outlet started together with the EEG a chance to be attached
                 // before the first sample; later it is looked for in the background.
@@ -798,6 +819,35 @@ mod inlet {
             }
         }
 
+        /// With no `[source.markers]`, MNE-LSL's `PlayerLSL` annotation stream of this EEG
+        /// stream (`<name>-annotations`, type `annotations`, same source id) is attached when
+        /// it is there at connection time, as MNE-LSL's own `StreamLSL` users expect.
+        fn attach_mne_lsl_annotations(&mut self) {
+            let query = StreamQuery {
+                name: Some(format!("{}-annotations", self.info.name)),
+                stream_type: Some("annotations".into()),
+                source_id: Some(self.info.source_id.clone()),
+            };
+            // The player opens both outlets together: a short look is enough, and a stream
+            // without annotations does not wait.
+            let deadline = Instant::now() + Duration::from_millis(500);
+            loop {
+                let found = self.resolver.results().unwrap_or_default();
+                if found.iter().any(|i| matches(&query, i)) {
+                    tracing::info!(
+                        "LSL: attaching MNE-LSL's annotation stream {:?} as markers",
+                        query.name.as_deref().unwrap_or_default()
+                    );
+                    self.config.markers = Some(query);
+                    return;
+                }
+                if Instant::now() >= deadline {
+                    return;
+                }
+                std::thread::sleep(RECONNECT_POLL);
+            }
+        }
+
         /// Attach the marker inlet when its stream is around.
         fn attach_markers(&mut self) {
             let Some(query) = &self.config.markers else {
@@ -816,15 +866,33 @@ mod inlet {
             else {
                 return;
             };
-            if resolved.channel_format() != lsl::ChannelFormat::String {
-                tracing::warn!(
-                    "LSL: marker stream {} carries numbers; their values are used as labels",
-                    describe(resolved)
-                );
-            }
             match Connection::open(resolved, self.config.buffer_seconds) {
-                Ok((connection, full)) => {
+                Ok((connection, mut full)) => {
                     tracing::info!("LSL: attached marker stream {}", describe(&full));
+                    self.marker_channels.clear();
+                    if full.channel_format() != lsl::ChannelFormat::String {
+                        let count = full.channel_count().max(0) as usize;
+                        let mut element = full.desc().child("channels").child("channel");
+                        while element.is_valid() && !element.empty() {
+                            self.marker_channels
+                                .push(normalize_label(&element.child_value_named("label")));
+                            element = element.next_sibling_named("channel");
+                        }
+                        if count > 1 && self.marker_channels.len() == count {
+                            tracing::info!(
+                                "LSL: marker stream {} is one-hot ({count} labelled channels): \
+                                 the channel that is not 0 names the event",
+                                describe(&full)
+                            );
+                        } else {
+                            self.marker_channels.clear();
+                            tracing::warn!(
+                                "LSL: marker stream {} carries numbers; their values are used \
+                                 as labels",
+                                describe(&full)
+                            );
+                        }
+                    }
                     self.marker_description = Some(StreamInfo {
                         name: full.stream_name(),
                         stream_type: full.stream_type(),
@@ -855,13 +923,27 @@ mod inlet {
                     .inlet
                     .pull_sample_buf(&mut self.marker_sample, 0.0)
                 {
-                    Ok(t) if t != 0.0 => {
+                    Ok(t) if t != 0.0 && self.marker_channels.is_empty() => {
                         let label = self
                             .marker_sample
                             .first()
                             .map(|s| normalize_label(s))
                             .unwrap_or_default();
                         events.push(Event::new(label, t + connection.offset, 0.0));
+                    }
+                    Ok(t) if t != 0.0 => {
+                        // MNE-LSL writes -1 for an annotation without duration.
+                        for (value, label) in self.marker_sample.iter().zip(&self.marker_channels)
+                        {
+                            let value: f64 = value.trim().parse().unwrap_or(0.0);
+                            if value != 0.0 && value.is_finite() {
+                                events.push(Event::new(
+                                    label.clone(),
+                                    t + connection.offset,
+                                    value.max(0.0),
+                                ));
+                            }
+                        }
                     }
                     Ok(_) => break,
                     Err(e) => {
@@ -965,20 +1047,42 @@ mod inlet {
                 .map(|i| ChannelInfo::new(format!("Ch{i}"), ""))
                 .collect();
         }
+        if let Some(unit) = unit_override {
+            let mut declared: Vec<&str> = channels.iter().map(|c| c.unit.as_str()).collect();
+            declared.sort_unstable();
+            declared.dedup();
+            tracing::info!(
+                "LSL: source.unit = {unit:?} overrides the unit(s) the stream declares ({})",
+                declared
+                    .iter()
+                    .map(|u| format!("{u:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         let mut scale = Vec::with_capacity(count);
+        // One warning per stream, not one per channel: 64 identical lines bury the cause.
+        let mut unknown: Vec<(String, String)> = Vec::new();
         for channel in &mut channels {
             let unit = unit_override.unwrap_or(&channel.unit);
-            let factor = microvolts_per_unit(unit).unwrap_or_else(|| {
-                tracing::warn!(
-                    "LSL: channel {} has unit {unit:?}; values are used as they are",
-                    channel.label
-                );
-                1.0
-            });
-            scale.push(factor);
-            if microvolts_per_unit(unit).is_some() {
-                channel.unit = "uV".into();
+            match microvolts_per_unit(unit) {
+                Some(factor) => {
+                    scale.push(factor);
+                    channel.unit = "uV".into();
+                }
+                None => {
+                    scale.push(1.0);
+                    unknown.push((channel.label.clone(), unit.to_owned()));
+                }
             }
+        }
+        if let Some((label, unit)) = unknown.first() {
+            tracing::warn!(
+                "LSL: {} of {count} channels have a unit we do not know (first: {label} in \
+                 {unit:?}); their values are used as they are. Set [source] unit = \"V\", \
+                 \"mV\" or \"uV\" to say what they are",
+                unknown.len()
+            );
         }
         Ok((
             StreamInfo {
@@ -1030,6 +1134,12 @@ mod tests {
         assert_eq!(microvolts_per_unit(""), Some(1.0));
         assert_eq!(microvolts_per_unit("mV"), Some(1e3));
         assert_eq!(microvolts_per_unit("furlong"), None);
+        // MNE-LSL's FIFF multipliers of volts.
+        assert_eq!(microvolts_per_unit("0"), Some(1e6));
+        assert_eq!(microvolts_per_unit("-6"), Some(1.0));
+        assert_eq!(microvolts_per_unit("-3"), Some(1e3));
+        assert_eq!(microvolts_per_unit("7"), None);
+        assert_eq!(microvolts_per_unit("-7"), None);
     }
 
     #[test]
