@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::evaluate;
 use crate::io::{RecordedStream, Recording, StreamData};
 use crate::model::Model;
-use crate::paradigm::{CueFollower, PageLink, Paradigm, StepOutput};
+use crate::paradigm::{CueFollower, Exclusion, PageLink, Paradigm, StepOutput};
 use crate::source::SourceItem;
 use crate::stream::{Event, StreamInfo};
 
@@ -47,7 +47,13 @@ pub use crate::config::paradigm::{
 #[serde(tag = "phase", rename_all = "snake_case")]
 pub enum LoopState {
     /// Collecting cued trials: `trials[i]` of class `i` so far, `needed` per class.
-    Calibrating { trials: Vec<usize>, needed: usize },
+    Calibrating {
+        trials: Vec<usize>,
+        needed: usize,
+        /// Trials left out so far because nobody saw their cue (they are cued again).
+        #[serde(default)]
+        excluded: usize,
+    },
     /// Fitting on `trials` trials (off the DSP thread).
     Training { trials: usize },
     /// A model is loaded. `cv_*`: cross-validated on the calibration trials; `warning` when
@@ -61,6 +67,10 @@ pub enum LoopState {
         model_path: Option<String>,
         trials: usize,
         hits: usize,
+        /// Trials left out since the session started because nobody saw their cue (not in
+        /// `trials`).
+        #[serde(default)]
+        excluded: usize,
         /// The last decided trial: its class index, the predicted one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         last: Option<(usize, usize)>,
@@ -69,12 +79,13 @@ pub enum LoopState {
     Failed { reason: String },
 }
 
-/// A trained model with its calibration score.
-struct Calibrated {
-    model: Model,
-    cv_accuracy: f64,
-    cv_auc: Option<f64>,
-    trials: usize,
+/// A cued trial waiting for its window to complete.
+#[derive(Debug, Clone)]
+struct CuedTrial {
+    cue: Event,
+    class: usize,
+    /// Stream time at which its decision window is complete.
+    decided_at: f64,
 }
 
 /// Raw samples and cues kept while calibrating (bounded).
@@ -140,7 +151,7 @@ impl CalibrationBuffer {
 
 enum Phase {
     Calibrating(CalibrationBuffer),
-    Training(Receiver<Result<Calibrated>>),
+    Training(Receiver<TrainingNews>),
     Online,
 }
 
@@ -155,14 +166,21 @@ pub struct ClosedLoop {
     /// Calibration trials per class so far, and the time the last one's window completes.
     counts: Vec<usize>,
     last_cue_complete: f64,
-    /// Online cued trials awaiting their decision: (decision time, class).
-    pending: VecDeque<(f64, usize)>,
+    /// Online cued trials awaiting their decision.
+    pending: VecDeque<CuedTrial>,
+    /// Calibration trials (page cues watched by a person) whose cue is not yet known to have
+    /// been seen: counted, or left out, once their window is complete.
+    unconfirmed: VecDeque<CuedTrial>,
+    /// Trials left out because nobody saw their cue (this calibration block and online).
+    excluded: usize,
     /// Seconds from a cue to the newest sample of its decision window.
     cue_to_decision: f64,
     trials: usize,
     hits: usize,
     last: Option<(usize, usize)>,
     score: Option<(f64, Option<f64>, Option<String>)>,
+    /// The training thread, after the model arrived: its score comes later.
+    scoring: Option<Receiver<TrainingNews>>,
     /// Set when a model was loaded, until [`ClosedLoop::take_model_loaded`].
     model_loaded: bool,
     /// The trial schedule, with page cues.
@@ -248,6 +266,9 @@ impl ClosedLoop {
             counts: vec![0; config.training.classes.len()],
             last_cue_complete: f64::NEG_INFINITY,
             pending: VecDeque::new(),
+            unconfirmed: VecDeque::new(),
+            excluded: 0,
+            scoring: None,
             trials: 0,
             hits: 0,
             last: None,
@@ -261,6 +282,7 @@ impl ClosedLoop {
             Phase::Calibrating(_) => LoopState::Calibrating {
                 trials: self.counts.clone(),
                 needed: self.config.paradigm.calibration_trials,
+                excluded: self.excluded,
             },
             Phase::Training(_) => LoopState::Training {
                 trials: self.counts.iter().sum(),
@@ -275,6 +297,7 @@ impl ClosedLoop {
                     model_path: self.saved_model.as_ref().map(|p| p.display().to_string()),
                     trials: self.trials,
                     hits: self.hits,
+                    excluded: self.excluded,
                     last: self.last,
                 }
             }
@@ -321,6 +344,7 @@ impl ClosedLoop {
     pub fn recalibrate(&mut self) {
         self.calibration_round += 1;
         self.counts.iter_mut().for_each(|c| *c = 0);
+        self.unconfirmed.clear();
         self.last_cue_complete = f64::NEG_INFINITY;
         self.phase = Phase::Calibrating(CalibrationBuffer::new(
             &self.info,
@@ -361,15 +385,21 @@ impl ClosedLoop {
             let Some(class) = self.class_of(event) else {
                 continue;
             };
-            let decided_at = event.onset + self.cue_to_decision;
+            let trial = CuedTrial {
+                cue: event.clone(),
+                class,
+                decided_at: event.onset + self.cue_to_decision,
+            };
+            let watched = self.page.as_ref().is_some_and(|p| p.needs_page());
             match &mut self.phase {
+                Phase::Calibrating(_) if watched => self.unconfirmed.push_back(trial),
                 Phase::Calibrating(buffer) => {
-                    buffer.events.push(event.clone());
+                    buffer.events.push(trial.cue);
                     self.counts[class] += 1;
                     self.counts_changed = true;
-                    self.last_cue_complete = decided_at;
+                    self.last_cue_complete = trial.decided_at;
                 }
-                Phase::Online | Phase::Training(_) => self.pending.push_back((decided_at, class)),
+                Phase::Online | Phase::Training(_) => self.pending.push_back(trial),
             }
         }
         // Non-class markers ride along so the calibration recording keeps them.
@@ -421,16 +451,14 @@ impl ClosedLoop {
     }
 
     /// Advance the page paradigm (see [`Paradigm::step`]); nothing without page cues.
-    pub fn step_paradigm(
-        &mut self,
-        newest: Option<f64>,
-        now: Option<f64>,
-        page_connected: bool,
-    ) -> StepOutput {
+    pub fn step_paradigm(&mut self, newest: Option<f64>, now: Option<f64>) -> StepOutput {
         let online = matches!(self.phase, Phase::Online);
         let round = self.calibration_round;
         match self.page.as_mut() {
-            Some(page) => page.step(newest, now, round, online, page_connected),
+            Some(page) => {
+                let ready = page.link().page_ready();
+                page.step(newest, now, round, online, ready)
+            }
             None => StepOutput::default(),
         }
     }
@@ -447,6 +475,7 @@ impl ClosedLoop {
         let half_sample = 0.5 / self.info.nominal_rate;
         match &mut self.phase {
             Phase::Calibrating(_) => {
+                self.confirm_calibration_trials(now + half_sample, engine, sink)?;
                 let needed = self.config.paradigm.calibration_trials;
                 let ready = self.counts.iter().all(|&c| c >= needed)
                     && now + half_sample >= self.last_cue_complete;
@@ -459,14 +488,13 @@ impl ClosedLoop {
                 else {
                     unreachable!("matched above");
                 };
-                let (tx, rx) = mpsc::sync_channel(1);
+                self.unconfirmed.clear();
+                let (tx, rx) = mpsc::sync_channel(2);
                 let config = self.config.clone();
                 let recording = buffer.into_recording();
                 std::thread::Builder::new()
                     .name("neurostream-calibration".into())
-                    .spawn(move || {
-                        let _ = tx.send(train(&config, &recording));
-                    })
+                    .spawn(move || train(&config, &recording, &tx))
                     .map_err(|e| Error::Other(format!("cannot start the training thread: {e}")))?;
                 self.phase = Phase::Training(rx);
                 let state = self.state();
@@ -484,35 +512,29 @@ impl ClosedLoop {
                         reason: "the training thread stopped without a result".into(),
                     }))
                 }
-                Ok(Err(e)) => {
+                Ok(TrainingNews::Failed(e)) => {
                     let reason = format!("training failed: {e}; collecting more trials");
                     tracing::warn!("{reason}");
                     self.recalibrate();
                     Ok(Some(LoopState::Failed { reason }))
                 }
-                Ok(Ok(calibrated)) => {
-                    let warning = chance_warning(
-                        calibrated.cv_accuracy,
-                        calibrated.trials,
-                        self.counts.len(),
-                    );
-                    match &warning {
-                        Some(w) => tracing::warn!("{w}"),
-                        None => tracing::info!(
-                            "calibrated on {} trials: CV accuracy {:.3}{}",
-                            calibrated.trials,
-                            calibrated.cv_accuracy,
-                            calibrated
-                                .cv_auc
-                                .map(|a| format!(", AUC {a:.3}"))
-                                .unwrap_or_default()
-                        ),
-                    }
+                // The score comes after the model; nothing else can come first.
+                Ok(TrainingNews::Scored { .. } | TrainingNews::ScoreFailed(_)) => Ok(None),
+                Ok(TrainingNews::Fitted {
+                    model,
+                    trials,
+                    fit_seconds,
+                }) => {
+                    let Phase::Training(rx) = std::mem::replace(&mut self.phase, Phase::Online)
+                    else {
+                        unreachable!("matched above");
+                    };
+                    self.scoring = Some(rx);
                     self.saved_model = None;
                     if let Some(path) = self.model_path_for_this_calibration() {
                         // The model serves even if it cannot be saved (full disk, a file in
                         // the way): the session goes on and the log says so.
-                        match calibrated.model.save_new(&path) {
+                        match model.save_new(&path) {
                             Ok(()) => {
                                 tracing::info!("model saved to {}", path.display());
                                 self.saved_model = Some(path);
@@ -520,24 +542,36 @@ impl ClosedLoop {
                             Err(e) => tracing::error!("the calibrated model was not saved: {e}"),
                         }
                     }
-                    engine.load_model(calibrated.model, sink)?;
+                    engine.load_model(model, sink)?;
+                    tracing::info!(
+                        "model live {:.2} s after the last calibration trial's window was \
+                         complete (fitted on {trials} trials in {fit_seconds:.2} s); the \
+                         cross-validated score follows",
+                        (now - self.last_cue_complete).max(0.0)
+                    );
                     // The online hit rate describes the model that is deciding now.
                     (self.trials, self.hits, self.last) = (0, 0, None);
                     self.model_loaded = true;
-                    self.score = Some((calibrated.cv_accuracy, calibrated.cv_auc, warning));
+                    self.score = None;
                     self.phase = Phase::Online;
                     // Trials cued while training ended before the model could decide them.
-                    self.pending.retain(|(decided_at, _)| *decided_at > now);
+                    self.pending.retain(|t| t.decided_at > now);
                     Ok(Some(self.state()))
                 }
             },
             Phase::Online => {
-                let mut changed = false;
-                while let Some(&(decided_at, label)) = self.pending.front() {
-                    if now + half_sample < decided_at {
+                let mut changed = self.take_score();
+                while let Some(trial) = self.pending.front() {
+                    if now + half_sample < trial.decided_at {
                         break;
                     }
-                    self.pending.pop_front();
+                    let trial = self.pending.pop_front().expect("front was Some");
+                    if let Err(reason) = self.check_seen(&trial) {
+                        self.exclude(&trial, reason, engine, sink)?;
+                        changed = true;
+                        continue;
+                    }
+                    let label = trial.class;
                     let Some(probabilities) = engine.latest_probabilities() else {
                         continue;
                     };
@@ -554,6 +588,75 @@ impl ClosedLoop {
                 Ok(changed.then(|| self.state()))
             }
         }
+    }
+}
+
+impl ClosedLoop {
+    /// Whether a person could see `trial`'s cue: always, unless the cues come from the page
+    /// paradigm and a person watches them (see [`PageLink::check_trial`]).
+    fn check_seen(&self, trial: &CuedTrial) -> std::result::Result<(), Exclusion> {
+        match self.page.as_ref().filter(|p| p.needs_page()) {
+            Some(page) => page.link().check_trial(trial.cue.onset, trial.decided_at),
+            None => Ok(()),
+        }
+    }
+
+    /// Leave `trial` out (calibration and hit rate), record why, and cue it again.
+    fn exclude(
+        &mut self,
+        trial: &CuedTrial,
+        reason: Exclusion,
+        engine: &mut Engine,
+        sink: &mut dyn EngineSink,
+    ) -> Result<()> {
+        self.excluded += 1;
+        tracing::warn!(
+            "trial with cue {} at {:.3} s left out: {}; it is cued again",
+            trial.cue.label,
+            trial.cue.onset,
+            reason.describe()
+        );
+        let name = serde_json::to_value(reason)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        engine.exclude_trial(trial.cue.onset, &trial.cue.label, &name, sink)?;
+        if let Some(page) = self.page.as_mut() {
+            page.repeat_trial(trial.class);
+        }
+        Ok(())
+    }
+
+    /// Count the calibration trials whose window is complete by `now` and whose cue was
+    /// seen; leave out the others.
+    fn confirm_calibration_trials(
+        &mut self,
+        now: f64,
+        engine: &mut Engine,
+        sink: &mut dyn EngineSink,
+    ) -> Result<()> {
+        while self
+            .unconfirmed
+            .front()
+            .is_some_and(|t| t.decided_at <= now)
+        {
+            let trial = self.unconfirmed.pop_front().expect("front was Some");
+            match self.check_seen(&trial) {
+                Ok(()) => {
+                    if let Phase::Calibrating(buffer) = &mut self.phase {
+                        buffer.events.push(trial.cue.clone());
+                    }
+                    self.counts[trial.class] += 1;
+                    self.counts_changed = true;
+                    self.last_cue_complete = trial.decided_at;
+                }
+                Err(reason) => {
+                    self.exclude(&trial, reason, engine, sink)?;
+                    self.counts_changed = true;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -590,17 +693,98 @@ fn argmax(values: &[f64]) -> usize {
         .0
 }
 
-/// Cut, cross-validate and fit on a calibration recording.
-fn train(config: &PipelineConfig, recording: &Recording) -> Result<Calibrated> {
-    let epochs = crate::epochs::cut(recording, config)?;
-    let cv = evaluate::cross_validate(config, &epochs)?;
-    let model = evaluate::train(config, &epochs, vec!["closed-loop calibration".into()])?;
-    Ok(Calibrated {
-        model,
-        cv_accuracy: cv.accuracy,
-        cv_auc: cv.auc,
-        trials: epochs.len(),
-    })
+/// What the training thread tells the loop, in this order: the model (or why not), then
+/// its cross-validated score.
+enum TrainingNews {
+    Fitted {
+        model: Model,
+        trials: usize,
+        fit_seconds: f64,
+    },
+    Failed(Error),
+    Scored {
+        cv_accuracy: f64,
+        cv_auc: Option<f64>,
+        trials: usize,
+    },
+    ScoreFailed(Error),
+}
+
+/// Cut and fit on a calibration recording and send the model at once, so that it decides
+/// as early as possible; then cross-validate and send the score.
+fn train(config: &PipelineConfig, recording: &Recording, news: &mpsc::SyncSender<TrainingNews>) {
+    let started = std::time::Instant::now();
+    let epochs = match crate::epochs::cut(recording, config) {
+        Ok(epochs) => epochs,
+        Err(e) => {
+            let _ = news.send(TrainingNews::Failed(e));
+            return;
+        }
+    };
+    match evaluate::train(config, &epochs, vec!["closed-loop calibration".into()]) {
+        Ok(model) => {
+            let fitted = TrainingNews::Fitted {
+                model,
+                trials: epochs.len(),
+                fit_seconds: started.elapsed().as_secs_f64(),
+            };
+            if news.send(fitted).is_err() {
+                return;
+            }
+        }
+        Err(e) => {
+            let _ = news.send(TrainingNews::Failed(e));
+            return;
+        }
+    }
+    let _ = news.send(match evaluate::cross_validate(config, &epochs) {
+        Ok(cv) => TrainingNews::Scored {
+            cv_accuracy: cv.accuracy,
+            cv_auc: cv.auc,
+            trials: epochs.len(),
+        },
+        Err(e) => TrainingNews::ScoreFailed(e),
+    });
+}
+
+impl ClosedLoop {
+    /// Take the cross-validated score when the training thread has sent it; `true` when it
+    /// arrived now.
+    fn take_score(&mut self) -> bool {
+        let Some(rx) = &self.scoring else {
+            return false;
+        };
+        match rx.try_recv() {
+            Err(TryRecvError::Empty) => false,
+            Err(TryRecvError::Disconnected) => {
+                self.scoring = None;
+                false
+            }
+            Ok(TrainingNews::Scored {
+                cv_accuracy,
+                cv_auc,
+                trials,
+            }) => {
+                self.scoring = None;
+                let warning = chance_warning(cv_accuracy, trials, self.counts.len());
+                match &warning {
+                    Some(w) => tracing::warn!("{w}"),
+                    None => tracing::info!(
+                        "calibrated on {trials} trials: CV accuracy {cv_accuracy:.3}{}",
+                        cv_auc.map(|a| format!(", AUC {a:.3}")).unwrap_or_default()
+                    ),
+                }
+                self.score = Some((cv_accuracy, cv_auc, warning));
+                true
+            }
+            Ok(TrainingNews::ScoreFailed(e)) => {
+                self.scoring = None;
+                tracing::warn!("the calibration could not be cross-validated: {e}");
+                false
+            }
+            Ok(_) => false,
+        }
+    }
 }
 
 /// A warning when `accuracy` on `trials` trials of `classes` balanced classes is not above

@@ -56,6 +56,15 @@ pub enum SessionEvent {
     /// A model trained during the session (closed-loop calibration) replaced the pipeline's
     /// decoder and feature stage from this sample on. `model`: the model file, as JSON.
     ModelLoaded { after_samples: u64, model: String },
+    /// A cued trial (marker `label` at stream time `onset`) left out of calibration and of
+    /// the hit rate because nobody saw its cue (`reason`: `unpainted`, `page_not_ready`).
+    /// `train` on the recording leaves it out too; a replay needs nothing from it.
+    TrialExcluded {
+        after_samples: u64,
+        onset: f64,
+        label: String,
+        reason: String,
+    },
 }
 
 /// Why a chunk was refused (see [`RejectKind`]).
@@ -82,7 +91,8 @@ impl SessionEvent {
             | SessionEvent::Reset { after_samples, .. }
             | SessionEvent::Refused { after_samples, .. }
             | SessionEvent::Rollback { after_samples }
-            | SessionEvent::ModelLoaded { after_samples, .. } => *after_samples,
+            | SessionEvent::ModelLoaded { after_samples, .. }
+            | SessionEvent::TrialExcluded { after_samples, .. } => *after_samples,
         }
     }
 }
@@ -540,6 +550,23 @@ impl Engine {
         Ok(true)
     }
 
+    /// Record that the cued trial at `onset` (marker `label`) is left out, and why.
+    pub fn exclude_trial(
+        &mut self,
+        onset: f64,
+        label: &str,
+        reason: &str,
+        sink: &mut dyn EngineSink,
+    ) -> Result<()> {
+        let event = SessionEvent::TrialExcluded {
+            after_samples: self.summary.samples,
+            onset,
+            label: label.to_owned(),
+            reason: reason.to_owned(),
+        };
+        sink.session_event(self.now, &event)
+    }
+
     /// Forget filter, window and controller state (after a gap or a reconnect).
     pub fn reset(&mut self) {
         self.summary.resets += 1;
@@ -643,6 +670,10 @@ pub fn replay(
     let mut cuts: Vec<usize> = Vec::with_capacity(events.len() * 2);
     let mut refused: Vec<(usize, usize)> = Vec::new();
     for event in events {
+        if matches!(event, SessionEvent::TrialExcluded { .. }) {
+            // Changes nothing in the engine: no chunk needs to end there.
+            continue;
+        }
         let at = position_of(event.after_samples());
         cuts.push(at);
         if let SessionEvent::Refused { samples, .. } = event {
@@ -684,6 +715,8 @@ pub fn replay(
                 }
                 // Re-derived by processing the same chunk.
                 SessionEvent::Refused { .. } => {}
+                // A note for `train`, not a change of state.
+                SessionEvent::TrialExcluded { .. } => {}
             }
         }
         if position >= total {

@@ -137,8 +137,17 @@ pub fn cut(recording: &Recording, config: &PipelineConfig) -> Result<Epochs> {
         onsets: Vec::new(),
         recording: Vec::new(),
     };
+    let excluded = excluded_onsets(recording);
     let mut skipped = 0;
+    let mut left_out = 0;
     for event in &events {
+        if excluded
+            .iter()
+            .any(|&t| (t - event.onset).abs() < half_sample)
+        {
+            left_out += 1;
+            continue;
+        }
         let Some(class) = config
             .training
             .classes
@@ -167,7 +176,34 @@ pub fn cut(recording: &Recording, config: &PipelineConfig) -> Result<Epochs> {
             "{skipped} cue(s) too close to the end of the recording for a full window; skipped"
         );
     }
+    if left_out > 0 {
+        tracing::info!(
+            "{left_out} cue(s) left out: the session recorded that nobody saw them \
+             (trial_excluded)"
+        );
+    }
     Ok(epochs)
+}
+
+/// Onsets of the cued trials a recorded session left out (`trial_excluded` session events).
+fn excluded_onsets(recording: &Recording) -> Vec<f64> {
+    let mut onsets = Vec::new();
+    for stream in &recording.streams {
+        if stream.info.source_id != crate::record::SESSION_STREAM {
+            continue;
+        }
+        let crate::io::StreamData::Markers(events) = &stream.data else {
+            continue;
+        };
+        for event in events {
+            if let Ok(crate::engine::SessionEvent::TrialExcluded { onset, .. }) =
+                serde_json::from_str(&event.label)
+            {
+                onsets.push(onset);
+            }
+        }
+    }
+    onsets
 }
 
 /// Cut and pool the epochs of several recordings (same montage and rate).

@@ -30,7 +30,8 @@
 //! every planned cue when it is announced, so the simulated subject imagines the cued hand
 //! from the cue onset to the end of the imagery period.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -125,8 +126,57 @@ impl CueTiming {
     }
 }
 
+/// A cue counts as seen when the page reports painting it at most this long after its
+/// marker (stream seconds). Later, the subject started the imagery late or not at all.
+pub const PAINT_DEADLINE_SECONDS: f64 = 0.5;
+
+/// Intervals without a ready page kept for the trial checks (older ones are long decided).
+const MAX_NOT_READY_INTERVALS: usize = 256;
+/// Paint reports kept for the trial checks.
+const MAX_PAINTED: usize = 1024;
+
+/// Why a cued trial is left out of calibration and of the hit rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Exclusion {
+    /// No page reported painting the cue within [`PAINT_DEADLINE_SECONDS`].
+    Unpainted,
+    /// No paradigm page was ready (hidden, minimised, gone) at some point of the trial.
+    PageNotReady,
+}
+
+impl Exclusion {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Exclusion::Unpainted => "its cue was not painted by a paradigm page in time",
+            Exclusion::PageNotReady => "the paradigm page was hidden or gone during the trial",
+        }
+    }
+}
+
+/// Which pages are ready, and since when none is (stream time).
+#[derive(Debug)]
+struct Readiness {
+    pages: HashSet<usize>,
+    /// Stream time since which no page is ready; `None` while one is.
+    none_since: Option<f64>,
+    /// Closed intervals without a ready page, oldest first.
+    gaps: VecDeque<(f64, f64)>,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Readiness {
+            pages: HashSet::new(),
+            none_since: Some(f64::NEG_INFINITY),
+            gaps: VecDeque::new(),
+        }
+    }
+}
+
 /// What the DSP thread and the server share about the paradigm: the stream clock (answers to
-/// `clock_sync`), the planned cue onsets (to score `cue_painted`) and the timing statistics.
+/// `clock_sync`), the planned cue onsets (to score `cue_painted`), the timing statistics and
+/// which pages are ready to show cues (`page_ready`).
 #[derive(Debug, Default)]
 pub struct PageLink {
     pub clock: StreamClock,
@@ -134,6 +184,11 @@ pub struct PageLink {
     timing: Mutex<CueTiming>,
     /// The latest `paradigm` message, for clients that connect later.
     stage: Mutex<Option<Arc<str>>>,
+    /// Pages ready now (read by the DSP thread without a lock).
+    ready_pages: AtomicUsize,
+    readiness: Mutex<Readiness>,
+    /// Cue onsets a page painted, with the paint − marker offset (s), newest last.
+    painted: Mutex<VecDeque<(f64, f64)>>,
 }
 
 /// The outcome of one `cue_painted` report.
@@ -176,6 +231,13 @@ impl PageLink {
             ));
         };
         let offset_ms = (paint_time - onset) * 1e3;
+        {
+            let mut painted = self.painted.lock().unwrap_or_else(|e| e.into_inner());
+            if painted.len() == MAX_PAINTED {
+                painted.pop_front();
+            }
+            painted.push_back((onset, paint_time - onset));
+        }
         let mut timing = self.timing.lock().unwrap_or_else(|e| e.into_inner());
         timing.push(offset_ms);
         let summary = timing.summary().expect("one offset was just added");
@@ -200,6 +262,71 @@ impl PageLink {
 
     pub fn stage_message(&self) -> Option<Arc<str>> {
         self.stage.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Page `page` (any key unique among connected clients) says it can (`true`) or can no
+    /// longer (`false`) show cues; a page that disconnects is `false`.
+    pub fn set_ready(&self, page: usize, ready: bool) {
+        let now = self.clock.now().unwrap_or(f64::NEG_INFINITY);
+        let mut readiness = self.readiness.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = if ready {
+            readiness.pages.insert(page)
+        } else {
+            readiness.pages.remove(&page)
+        };
+        if !changed {
+            return;
+        }
+        let count = readiness.pages.len();
+        self.ready_pages.store(count, Ordering::Relaxed);
+        match (count, readiness.none_since) {
+            (0, None) => {
+                readiness.none_since = Some(now);
+                tracing::warn!(
+                    "no paradigm page is ready any more (hidden, minimised or closed): no new \
+                     cue until one is, and trials meanwhile are left out"
+                );
+            }
+            (1.., Some(since)) => {
+                readiness.none_since = None;
+                if readiness.gaps.len() == MAX_NOT_READY_INTERVALS {
+                    readiness.gaps.pop_front();
+                }
+                readiness.gaps.push_back((since, now));
+                tracing::info!("a paradigm page is ready to show cues");
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether some page is ready to show cues now.
+    pub fn page_ready(&self) -> bool {
+        self.ready_pages.load(Ordering::Relaxed) > 0
+    }
+
+    /// Whether the cued trial with its marker at `onset` was seen until `until` (stream
+    /// times): a page ready all along, and painted within [`PAINT_DEADLINE_SECONDS`].
+    pub fn check_trial(&self, onset: f64, until: f64) -> std::result::Result<(), Exclusion> {
+        {
+            let readiness = self.readiness.lock().unwrap_or_else(|e| e.into_inner());
+            let overlaps = |from: f64, to: f64| from < until && to > onset;
+            if readiness
+                .none_since
+                .is_some_and(|since| overlaps(since, f64::INFINITY))
+                || readiness.gaps.iter().any(|&(from, to)| overlaps(from, to))
+            {
+                return Err(Exclusion::PageNotReady);
+            }
+        }
+        let painted = self.painted.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = painted.iter().rev().any(|&(painted_onset, offset)| {
+            (painted_onset - onset).abs() < 1e-6 && offset <= PAINT_DEADLINE_SECONDS
+        });
+        if seen {
+            Ok(())
+        } else {
+            Err(Exclusion::Unpainted)
+        }
     }
 
     pub fn timing(&self) -> Option<TimingSummary> {
@@ -381,6 +508,9 @@ pub struct Paradigm {
     follower: Option<Arc<CueFollower>>,
     #[cfg(feature = "lsl")]
     outlet: Option<CueOutlet>,
+    /// No page ready (with [`Paradigm::needs_page`]): no new trial is planned.
+    paused: bool,
+    waiting_reported: bool,
 }
 
 impl Paradigm {
@@ -402,6 +532,8 @@ impl Paradigm {
             follower: None,
             #[cfg(feature = "lsl")]
             outlet: None,
+            paused: false,
+            waiting_reported: false,
         }
     }
 
@@ -414,6 +546,20 @@ impl Paradigm {
     #[cfg(feature = "lsl")]
     pub fn set_outlet(&mut self, outlet: CueOutlet) {
         self.outlet = Some(outlet);
+    }
+
+    /// Whether cues need a ready page: a person watches them. A virtual subject (a
+    /// [`CueFollower`]) gets every cue without one.
+    pub fn needs_page(&self) -> bool {
+        self.follower.is_none()
+    }
+
+    /// Cue one more trial of `class` in the current block (a trial that was left out).
+    pub fn repeat_trial(&mut self, class: usize) {
+        if class < self.classes.len() {
+            self.queue.push_back(class);
+            self.block_trials += 1;
+        }
     }
 
     pub fn link(&self) -> &Arc<PageLink> {
@@ -443,8 +589,10 @@ impl Paradigm {
     /// Advance: `newest` is the newest sample's timestamp (markers due up to it), `now` the
     /// stream clock; from the closed loop, `calibration_round` (how many times calibration
     /// restarted: a failed training or a recalibration starts a new calibration block) and
-    /// `online` (a model is loaded); `page` whether a client is connected (the first trial
-    /// waits for one, up to [`START_WITHOUT_PAGE_SECONDS`]).
+    /// `online` (a model is loaded); `page` whether a paradigm page is ready (see
+    /// [`PageLink::page_ready`]): trials start and go on only while one is, unless a virtual
+    /// subject follows the cues (then the first trial waits up to
+    /// [`START_WITHOUT_PAGE_SECONDS`] for a page and starts anyway).
     pub fn step(
         &mut self,
         newest: Option<f64>,
@@ -470,7 +618,15 @@ impl Paradigm {
         let stage = match self.stage {
             Stage::Starting => {
                 let waited = now - self.first_sample.unwrap_or(now);
-                if page || waited >= START_WITHOUT_PAGE_SECONDS {
+                let headless = !self.needs_page() && waited >= START_WITHOUT_PAGE_SECONDS;
+                if !page && !headless && !self.waiting_reported {
+                    self.waiting_reported = true;
+                    tracing::info!(
+                        "waiting for the paradigm page (/paradigm) to connect and be visible \
+                         before the first cue"
+                    );
+                }
+                if page || headless {
                     if online {
                         self.fill(self.config.online_trials_per_class);
                         Stage::Online
@@ -487,11 +643,14 @@ impl Paradigm {
                 Stage::Calibration
             }
             Stage::Calibration if self.queue.is_empty() => Stage::Training,
+            // A calibration trial left out (unseen cue) is cued again.
+            Stage::Training if !online && !self.queue.is_empty() => Stage::Calibration,
             Stage::Training if online => {
                 self.fill(self.config.online_trials_per_class);
                 Stage::Online
             }
             Stage::Online if self.queue.is_empty() => Stage::Free,
+            Stage::Free if !self.queue.is_empty() => Stage::Online,
             stage => stage,
         };
         if stage != self.stage {
@@ -502,7 +661,25 @@ impl Paradigm {
                 self.next_fixation = Some(self.next_fixation.map_or(earliest, |t| t.max(earliest)));
             }
         }
-        if matches!(self.stage, Stage::Calibration | Stage::Online) {
+        let paused = self.needs_page() && !page;
+        if paused != self.paused {
+            self.paused = paused;
+            if matches!(self.stage, Stage::Calibration | Stage::Online) {
+                tracing::info!(
+                    "paradigm {}",
+                    if paused {
+                        "paused: no paradigm page is ready"
+                    } else {
+                        "resumes: a paradigm page is ready"
+                    }
+                );
+            }
+            if !paused {
+                let earliest = now + self.config.announce_seconds;
+                self.next_fixation = self.next_fixation.map(|t| t.max(earliest));
+            }
+        }
+        if matches!(self.stage, Stage::Calibration | Stage::Online) && !self.paused {
             if let Some(next) = self.next_fixation {
                 if now >= next - self.config.announce_seconds && !self.queue.is_empty() {
                     out.planned.push(self.plan(now, next));
@@ -690,20 +867,80 @@ mod tests {
     }
 
     #[test]
-    fn the_first_trial_waits_for_a_page_then_starts_anyway() {
+    fn cues_wait_for_a_ready_page_and_pause_while_none_is() {
         let mut paradigm = Paradigm::new(&config(), &classes(), PageLink::new());
-        assert_eq!(
-            paradigm.step(Some(0.0), Some(0.0), 0, false, false).stage,
-            None
-        );
-        assert_eq!(
-            paradigm.step(Some(5.0), Some(5.0), 0, false, false).stage,
-            None
-        );
-        assert_eq!(
-            paradigm.step(Some(10.0), Some(10.0), 0, false, false).stage,
-            Some(Stage::Calibration)
-        );
+        // No page, however long: a person must see the cues.
+        for t in [0.0, 5.0, 10.0, 60.0] {
+            let out = paradigm.step(Some(t), Some(t), 0, false, false);
+            assert_eq!((out.stage, out.planned.len()), (None, 0), "t = {t}");
+        }
+        let out = paradigm.step(Some(61.0), Some(61.0), 0, false, true);
+        assert_eq!(out.stage, Some(Stage::Calibration));
+        assert_eq!(out.planned.len(), 1);
+        let first = &out.planned[0];
+        assert!(first.cue_onset >= 61.0 + MIN_LEAD_SECONDS);
+        // The page goes away: nothing new is planned until it is back.
+        let mut t = 62.0;
+        while t < 120.0 {
+            let out = paradigm.step(Some(t), Some(t), 0, false, false);
+            assert!(out.planned.is_empty(), "planned at {t} with no page");
+            t += 0.1;
+        }
+        let mut resumed = None;
+        while t < 140.0 && resumed.is_none() {
+            resumed = paradigm
+                .step(Some(t), Some(t), 0, false, true)
+                .planned
+                .into_iter()
+                .next();
+            t += 0.1;
+        }
+        let resumed = resumed.expect("the paradigm resumes with a ready page");
+        assert!(resumed.fixation_onset >= 120.0 + config().announce_seconds - 1e-9);
+    }
+
+    #[test]
+    fn a_virtual_subject_starts_without_a_page_after_the_wait() {
+        let mut paradigm = Paradigm::new(&config(), &classes(), PageLink::new());
+        paradigm.set_follower(CueFollower::new());
+        assert!(!paradigm.needs_page());
+        let step = |p: &mut Paradigm, t: f64| p.step(Some(t), Some(t), 0, false, false).stage;
+        assert_eq!(step(&mut paradigm, 0.0), None);
+        assert_eq!(step(&mut paradigm, 5.0), None);
+        assert_eq!(step(&mut paradigm, 10.0), Some(Stage::Calibration));
+    }
+
+    #[test]
+    fn a_trial_is_seen_only_if_painted_in_time_with_a_page_ready_throughout() {
+        let link = PageLink::new();
+        link.clock.update(0.0, Instant::now());
+        link.set_ready(1, true);
+        link.planned(1, 1.0);
+        link.painted(1, 1.02).unwrap();
+        assert_eq!(link.check_trial(1.0, 4.0), Ok(()));
+        // Painted too late.
+        link.planned(2, 2.0);
+        link.painted(2, 2.0 + PAINT_DEADLINE_SECONDS + 0.1).unwrap();
+        assert_eq!(link.check_trial(2.0, 5.0), Err(Exclusion::Unpainted));
+        // Never painted.
+        assert_eq!(link.check_trial(3.0, 6.0), Err(Exclusion::Unpainted));
+        // The page is hidden from stream time 2 to 2.5: a trial that overlaps is out, even if
+        // painted; while a second page stays ready, one page going away changes nothing.
+        link.clock.update(2.0, Instant::now());
+        link.set_ready(1, false);
+        assert!(!link.page_ready());
+        assert_eq!(link.check_trial(1.0, 4.0), Err(Exclusion::PageNotReady));
+        link.clock.update(2.5, Instant::now());
+        link.set_ready(7, true);
+        assert!(link.page_ready());
+        link.set_ready(8, true);
+        link.set_ready(7, false);
+        assert!(link.page_ready());
+        assert_eq!(link.check_trial(1.0, 4.0), Err(Exclusion::PageNotReady));
+        let later = link.clock.now().unwrap() + 10.0;
+        link.planned(3, later);
+        link.painted(3, later + 0.01).unwrap();
+        assert_eq!(link.check_trial(later, later + 3.0), Ok(()));
     }
 
     #[test]

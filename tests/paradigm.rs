@@ -115,8 +115,14 @@ struct Session {
 
 impl Session {
     fn start(args: &[&str]) -> Session {
+        Session::start_command("session", args)
+    }
+
+    /// `neurostream <command> ...` (`session`, or `run` for a closed loop without a virtual
+    /// subject).
+    fn start_command(command: &str, args: &[&str]) -> Session {
         let mut child = Command::new(env!("CARGO_BIN_EXE_neurostream"))
-            .arg("session")
+            .arg(command)
             .args(args)
             .args(["--bind", "127.0.0.1:0", "--token", TOKEN])
             .env("RUST_LOG", "info")
@@ -360,8 +366,8 @@ fn a_virtual_subject_calibrates_trains_and_goes_online_through_the_paradigm_page
                 )
                 .await;
         }
-        dashboard.navigate("about:blank").await;
-        // A background tab gets no animation frames: the paradigm page goes back in front.
+        // A background tab gets no animation frames: the paradigm page goes back in front
+        // (the dashboard stays open behind it, to be checked after the hot-load).
         page.call("Page.bringToFront", serde_json::json!({})).await;
         page.wait_for_within(
             "a drawn cue arrow",
@@ -388,6 +394,23 @@ fn a_virtual_subject_calibrates_trains_and_goes_online_through_the_paradigm_page
         .await;
         page.screenshot(&browser::artefacts().join("paradigm-online.png"))
             .await;
+        // Between online trials (fixation, break) the feedback bars are not drawn: the
+        // `hidden` attribute wins over the bars' flex layout.
+        page.wait_for_within(
+            "the feedback bars hidden outside the imagery period",
+            "(f => paradigm.feedbackFrames > 10 && f.hidden && getComputedStyle(f).display === 'none')(document.getElementById('feedback'))",
+            browser::PATIENCE,
+            PAGE_STATE,
+        )
+        .await;
+        // The dashboard that was open before the hot-load names the new decoder.
+        dashboard
+            .wait_for(
+                "the decoder in the dashboard header",
+                "document.getElementById('stream-name').textContent.includes('decoder lda')",
+            )
+            .await;
+        dashboard.navigate("about:blank").await;
         page.wait_for_within(
             "the end of the online run",
             "paradigm.stage === 'free' && paradigm.loop.trials >= 20",
@@ -805,5 +828,225 @@ fn recalibration_on_request_trains_a_second_model_and_keeps_the_first() {
     assert!(
         session.log_line("calibration block 2 started").is_some(),
         "the log does not say the recalibration started"
+    );
+}
+
+/// A person watches the cues (no virtual subject): the simulator's EEG does not follow them.
+const WATCHED_PIPELINE_CHANGES: &[(&str, &str)] = &[
+    ("follow_cues = true", "follow_cues = false"),
+    ("calibration_trials = 20", "calibration_trials = 5"),
+    (
+        "online_trials_per_class = 10",
+        "online_trials_per_class = 2",
+    ),
+];
+
+/// Issue 22: cues start only once the paradigm page is connected, visible and full size
+/// (not when the operator's dashboard connects first); a trial during which the page was
+/// hidden is left out of calibration (recorded as `trial_excluded`, cued again, left out by
+/// `train` on the recording); the log states how long after the last calibration trial the
+/// model was live.
+#[test]
+fn cues_wait_for_a_ready_page_and_trials_it_did_not_show_are_left_out() {
+    use futures_util::SinkExt;
+    let Some(chromium) = browser::chromium() else {
+        return;
+    };
+    let dir = scratch("watched");
+    let mut pipeline_text = PIPELINE.to_owned();
+    for (from, to) in WATCHED_PIPELINE_CHANGES {
+        assert!(
+            pipeline_text.contains(from),
+            "the test pipeline changed: {from}"
+        );
+        pipeline_text = pipeline_text.replace(from, to);
+    }
+    let pipeline = dir.join("pipeline.toml");
+    std::fs::write(&pipeline, pipeline_text).unwrap();
+    let xdf = dir.join("session.xdf");
+    let model = dir.join("model.json");
+    // `run` without a model on a page-cued pipeline: the closed loop with nobody but the
+    // page's viewer to see the cues (`session` would make the simulator a virtual subject).
+    let mut session = Session::start_command(
+        "run",
+        &[
+            "--pipeline",
+            pipeline.to_str().unwrap(),
+            "--record",
+            xdf.to_str().unwrap(),
+            "--model-out",
+            model.to_str().unwrap(),
+        ],
+    );
+    let ws = session.base.replace("http://", "ws://");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let browser = Browser::launch(&chromium, "paradigm-watched");
+    let patience = Duration::from_secs(240);
+    let (excluded_state, hidden_from) = runtime.block_on(async {
+        // The operator's dashboard (here a protocol client) connects first.
+        let (mut operator, _) = tokio_tungstenite::connect_async(format!("{ws}/ws?token={TOKEN}"))
+            .await
+            .unwrap();
+        operator
+            .send(Message::text(r#"{"type":"ping","id":1}"#))
+            .await
+            .unwrap();
+        let quiet_until = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match tokio::time::timeout_at(quiet_until, operator.next()).await {
+                Err(_) => break,
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    let message: Value = serde_json::from_str(&text).unwrap();
+                    assert_ne!(
+                        message["type"], "cue",
+                        "a cue was issued with no paradigm page: {message}"
+                    );
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(other) => panic!("the operator's socket ended: {other:?}"),
+            }
+        }
+        assert!(
+            session.log_line("waiting for the paradigm page").is_some(),
+            "the log does not say the paradigm waits for its page"
+        );
+        // The page connects 5 s later; the first cue comes after it said it is ready.
+        let mut page = Page::open(&browser).await;
+        page.navigate(&format!("{}/paradigm?token={TOKEN}", session.base))
+            .await;
+        page.wait_for_within(
+            "the page ready to show cues",
+            "window.paradigm && paradigm.connection === 'open' && paradigm.readySent === true",
+            browser::PATIENCE,
+            PAGE_STATE,
+        )
+        .await;
+        let first = next_of_type(
+            &mut operator,
+            |v| v["type"] == "cue",
+            "the first cue",
+            patience,
+        )
+        .await;
+        assert_eq!(first["trial"], 1, "{first}");
+        // Two trials shown, then the page goes to the background during the next one.
+        page.wait_for_within(
+            "two painted cues",
+            "paradigm.painted.length >= 2",
+            patience,
+            PAGE_STATE,
+        )
+        .await;
+        let hidden_from = page.eval("paradigm.painted.length").await.as_u64().unwrap();
+        let mut other = Page::open(&browser).await;
+        other.call("Page.bringToFront", serde_json::json!({})).await;
+        page.wait_for_within(
+            "the page hidden",
+            "document.visibilityState === 'hidden' && paradigm.readySent === false",
+            browser::PATIENCE,
+            PAGE_STATE,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        page.call("Page.bringToFront", serde_json::json!({})).await;
+        let excluded = next_of_type(
+            &mut operator,
+            |v| v["type"] == "session" && v["excluded"].as_u64().unwrap_or(0) >= 1,
+            "a trial left out",
+            patience,
+        )
+        .await;
+        page.wait_for_within(
+            "the end of the online run",
+            "paradigm.stage === 'free'",
+            patience,
+            PAGE_STATE,
+        )
+        .await;
+        (excluded, hidden_from)
+    });
+    // Stopped as an operator stops it: SIGTERM closes the recording properly.
+    let _ = Command::new("kill")
+        .args(["-TERM", &session.child.id().to_string()])
+        .status();
+    let status = session.wait(Duration::from_secs(60));
+    drop(browser);
+    assert!(status.success(), "the session failed: {status}");
+    assert!(model.is_file(), "the calibrated model was not saved");
+    assert_eq!(excluded_state["phase"], "calibrating", "{excluded_state}");
+    println!("page hidden after {hidden_from} painted cues; {excluded_state}");
+    for line in session.log.lock().unwrap().iter() {
+        if [
+            "trial ",
+            "painted",
+            "paradigm page",
+            "left out",
+            "paused",
+            "resumes",
+        ]
+        .iter()
+        .any(|k| line.contains(k))
+        {
+            println!("  session: {line}");
+        }
+    }
+    let left_out = session
+        .log_line("left out:")
+        .expect("the log does not say which trial was left out");
+    println!("{left_out}");
+    let live = session
+        .log_line("model live")
+        .expect("the log does not say when the model went live");
+    println!("{live}");
+    let seconds = number_after(&live, "model live");
+    assert!(seconds.is_finite() && seconds >= 0.0, "{live}");
+
+    // The recording says which trial was left out; calibration had 5 seen trials per class.
+    if let Some(streams) = pyxdf(&xdf) {
+        let events: Vec<Value> = stream(&streams, "Session")["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| serde_json::from_str(v.as_str().unwrap()).unwrap())
+            .collect();
+        let excluded: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["event"] == "trial_excluded")
+            .collect();
+        assert!(!excluded.is_empty(), "no trial_excluded event: {events:?}");
+        let markers = stream(&streams, "Markers");
+        let onsets: Vec<f64> = markers["timestamps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_f64().unwrap())
+            .collect();
+        for event in &excluded {
+            let onset = event["onset"].as_f64().unwrap();
+            assert!(
+                onsets.iter().any(|t| (t - onset).abs() < 1e-9),
+                "the excluded trial's cue {onset} is not among the markers"
+            );
+        }
+    }
+    // `train` on the recording leaves the unseen trials out too.
+    let retrained = dir.join("retrained.json");
+    let out = neurostream(&[
+        "train",
+        "--pipeline",
+        pipeline.to_str().unwrap(),
+        "--recording",
+        xdf.to_str().unwrap(),
+        "--out",
+        retrained.to_str().unwrap(),
+    ]);
+    assert!(out.contains("left out"), "{out}");
+    let replayed = neurostream(&["replay", xdf.to_str().unwrap(), "--commands"]);
+    assert!(
+        replayed.contains("identical to the recording"),
+        "{replayed}"
     );
 }

@@ -50,6 +50,9 @@ const state = {
   errors: [],
   // Calibration blocks the service confirmed after a Recalibrate click.
   recalibrations: [],
+  // Whether this page can show cues (visible, big enough), and what it last told the service.
+  ready: false,
+  readySent: null,
 };
 window.paradigm = state;
 
@@ -76,8 +79,11 @@ function connect() {
   socket = ws;
   ws.onopen = () => {
     state.connection = "open";
+    state.readySent = null;
     send({ type: "subscribe", topics: ["features"] });
+    reportReadiness();
     syncLoop();
+    renderStatus();
   };
   ws.onmessage = (event) => {
     const message = JSON.parse(event.data);
@@ -116,6 +122,31 @@ async function diagnose() {
   }
   return null;
 }
+
+// The service starts cues only while a paradigm page says it can show them: visible and
+// big enough to be the subject's screen. A trial during which no page could is left out.
+const MIN_SCREEN_SHARE = 0.8;
+
+function pageCanShowCues() {
+  if (document.visibilityState !== "visible") return false;
+  const fullWidth = window.screen && window.screen.availWidth ? window.screen.availWidth : window.innerWidth;
+  const fullHeight = window.screen && window.screen.availHeight ? window.screen.availHeight : window.innerHeight;
+  return window.innerWidth >= MIN_SCREEN_SHARE * fullWidth && window.innerHeight >= MIN_SCREEN_SHARE * fullHeight;
+}
+
+function reportReadiness() {
+  const ready = pageCanShowCues();
+  state.ready = ready;
+  if (state.readySent === ready) return;
+  if (socket && socket.readyState === WebSocket.OPEN) {
+    send({ type: "page_ready", ready });
+    state.readySent = ready;
+  }
+  renderStatus();
+}
+
+document.addEventListener("visibilitychange", reportReadiness);
+window.addEventListener("resize", reportReadiness);
 
 function showNotice(text) {
   const notice = $("notice");
@@ -297,17 +328,23 @@ function renderStatus() {
   const loop = state.loop;
   const warning = $("warning");
   warning.hidden = true;
+  if (state.connection === "open" && !state.ready) {
+    warning.textContent = "Cues are paused: show this page full screen (F11) and keep it visible.";
+    warning.hidden = false;
+  }
   if (loop) {
     if (loop.phase === "calibrating") {
-      badge("loop", `calibrating: ${loop.trials.join(" + ")} of ${loop.needed} per class`, "warn");
+      const left = loop.excluded ? ` (${loop.excluded} unseen left out)` : "";
+      badge("loop", `calibrating: ${loop.trials.join(" + ")} of ${loop.needed} per class${left}`, "warn");
       badge("score", "–");
     } else if (loop.phase === "training") {
       badge("loop", `training on ${loop.trials} trials…`, "warn");
     } else if (loop.phase === "online") {
       badge("loop", "model loaded", "ok");
-      const cv = loop.cv_accuracy === null ? "–" : loop.cv_accuracy.toFixed(3);
+      const cv = loop.cv_accuracy === null || loop.cv_accuracy === undefined ? "scoring…" : loop.cv_accuracy.toFixed(3);
       const rate = loop.trials ? (loop.hits / loop.trials).toFixed(3) : "–";
-      badge("score", `CV ${cv} · online ${loop.hits}/${loop.trials} (${rate})`, loop.warning ? "warn" : "ok");
+      const left = loop.excluded ? ` · ${loop.excluded} unseen left out` : "";
+      badge("score", `CV ${cv} · online ${loop.hits}/${loop.trials} (${rate})${left}`, loop.warning ? "warn" : "ok");
       if (loop.warning) {
         warning.textContent = loop.warning;
         warning.hidden = false;

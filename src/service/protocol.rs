@@ -282,6 +282,12 @@ pub enum ClientMessage {
         trial: u64,
         paint_time: f64,
     },
+    /// The paradigm page can show cues (`ready`: connected, visible, full size) or no
+    /// longer can (hidden, minimised, too small). Cues start only while a page is ready; a
+    /// trial during which no page was ready is left out of calibration and the hit rate.
+    PageReady {
+        ready: bool,
+    },
 }
 
 /// Known client message types, for telling `unknown_type` from `bad_request`.
@@ -294,6 +300,7 @@ pub const CLIENT_TYPES: &[&str] = &[
     "recalibrate",
     "clock_sync",
     "cue_painted",
+    "page_ready",
 ];
 
 /// Characters of client input quoted back in an error, at most: a reply never grows with

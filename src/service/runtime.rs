@@ -13,7 +13,6 @@
 //!   waited for; see [`crate::record`]).
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Instant;
@@ -368,8 +367,7 @@ fn step_paradigm(
     };
     let newest = (engine.summary().samples > 0).then(|| engine.now());
     let now = hub.page.get().and_then(|page| page.clock.now());
-    let page_connected = hub.metrics.clients.load(Ordering::Relaxed) > 0;
-    let out = closed_loop.step_paradigm(newest, now, page_connected);
+    let out = closed_loop.step_paradigm(newest, now);
     if let Some(stage) = out.stage {
         tracing::info!("paradigm: {stage:?}");
         let text: Arc<str> = ServerMessage::Paradigm(protocol::ParadigmStatus { stage })
@@ -395,6 +393,8 @@ fn step_paradigm(
 fn announce(hub: &Hub, engine: &Engine, state: &LoopState, model_loaded: bool) {
     if model_loaded {
         hub.update_hello(|hello| describe(engine, hello));
+        // Clients already connected learn the new decoder the way new ones do.
+        hub.broadcast(&ServerMessage::Hello(hub.hello()), None, None);
     }
     let message = ServerMessage::Session(state.clone());
     hub.set_session_state(message.to_json().into());

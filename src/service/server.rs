@@ -278,7 +278,9 @@ async fn serve_connection(stream: TcpStream, app: Router, hub: &Hub, connection:
             _ = connection.cancel.cancelled() => break,
             _ = tokio::time::sleep_until(check.into()) => {
                 if connection.idle_since().is_some_and(|since| since.elapsed() >= idle) {
-                    hub.metrics.count_drop(DropReason::Timeout, 1);
+                    // Closing a keep-alive connection nobody uses is housekeeping (browsers
+                    // keep them open), not a drop: nothing that was sent is lost.
+                    tracing::debug!("closing an idle HTTP keep-alive connection");
                     break;
                 }
             }
@@ -683,6 +685,9 @@ async fn client_session(socket: WebSocket, hub: Arc<Hub>, can_feedback: bool) {
         }
     }
     hub.disconnect(&client);
+    if let Some(page) = hub.page.get() {
+        page.set_ready(Arc::as_ptr(&client) as usize, false);
+    }
     closing.request(close_code::NORMAL, "");
     if !writer.is_finished()
         && tokio::time::timeout(CLOSE_GRACE, &mut writer)
@@ -805,6 +810,15 @@ fn handle_text(
                 ),
             }
         }
+        ClientMessage::PageReady { ready } => match hub.page.get() {
+            // The client's address is its key among the connected clients.
+            Some(page) => page.set_ready(Arc::as_ptr(client) as usize, ready),
+            None => reply(
+                hub,
+                client,
+                ServerMessage::error(ErrorCode::BadRequest, "this service runs no paradigm"),
+            ),
+        },
         ClientMessage::Subscribe { topics } => {
             topics.iter().for_each(|t| client.subscribe(*t));
             reply(
