@@ -184,8 +184,8 @@ pub trait EngineSink {
     fn filtered_chunk(&mut self, _chunk: &Chunk, _rate: f64) -> Result<()> {
         Ok(())
     }
-    /// One window's features (and probabilities); `marker` is the label of the event whose
-    /// span `[onset, onset + duration]` holds the window's end, if any.
+    /// One window's features (and probabilities); `marker` is the label of the marker active
+    /// at the window's end, if any (see [`active_marker`]).
     fn window(&mut self, _window: WindowFeatures<'_>, _marker: Option<&str>) -> Result<()> {
         Ok(())
     }
@@ -427,11 +427,7 @@ impl Engine {
             }
             summary.windows += 1;
             let t = window.end_timestamp;
-            let marker = active
-                .iter()
-                .rev()
-                .find(|e| e.onset <= t && t <= e.onset + e.duration)
-                .map(|e| e.label.as_str());
+            let marker = active_marker(active, t);
             if let Err(e) = sink.window(window, marker) {
                 sink_error = Some(e);
                 return;
@@ -492,7 +488,15 @@ impl Engine {
             }
         }
         if let Some(now) = chunk.last_timestamp() {
-            self.active.retain(|e| e.onset + e.duration >= now);
+            // Keep the spans still open, and the latest marker already started (a point
+            // marker stays active until the next one).
+            let latest = self.active.iter().rposition(|e| e.onset <= now);
+            let mut i = 0;
+            self.active.retain(|e| {
+                let keep = e.onset + e.duration >= now || Some(i) == latest;
+                i += 1;
+                keep
+            });
         }
         Ok(())
     }
@@ -765,5 +769,47 @@ impl EngineSink for CommandCollector {
     fn command(&mut self, command: &CommandEvent<'_>) -> Result<()> {
         self.commands.push(command.into());
         Ok(())
+    }
+}
+
+/// The marker active at time `t` among `events` (in onset order): the latest one started at or
+/// before `t` when it is a point marker (duration 0, as every XDF/LSL marker is: active until
+/// the next marker starts) or its span `[onset, onset + duration]` still holds `t`; else the
+/// latest earlier span that holds `t` (EDF+ annotations with durations).
+pub fn active_marker(events: &[Event], t: f64) -> Option<&str> {
+    events
+        .iter()
+        .rev()
+        .filter(|e| e.onset <= t)
+        .enumerate()
+        .find(|(i, e)| t <= e.onset + e.duration || (*i == 0 && e.duration == 0.0))
+        .map(|(_, e)| e.label.as_str())
+}
+
+#[cfg(test)]
+mod marker_tests {
+    use super::*;
+
+    #[test]
+    fn point_markers_last_until_the_next_and_spans_until_their_end() {
+        let points = [
+            Event::new("T0".to_owned(), 1.0, 0.0),
+            Event::new("T1".to_owned(), 5.0, 0.0),
+        ];
+        assert_eq!(active_marker(&points, 0.5), None);
+        assert_eq!(active_marker(&points, 1.0), Some("T0"));
+        assert_eq!(active_marker(&points, 4.9), Some("T0"));
+        assert_eq!(active_marker(&points, 5.0), Some("T1"));
+        assert_eq!(active_marker(&points, 500.0), Some("T1"));
+        // EDF+ annotations: a span ends; a later point marker inside an earlier span wins.
+        let spans = [
+            Event::new("T2".to_owned(), 1.0, 4.0),
+            Event::new("go".to_owned(), 2.0, 0.0),
+            Event::new("T0".to_owned(), 10.0, 2.0),
+        ];
+        assert_eq!(active_marker(&spans, 1.5), Some("T2"));
+        assert_eq!(active_marker(&spans, 3.0), Some("go"));
+        assert_eq!(active_marker(&spans, 11.0), Some("T0"));
+        assert_eq!(active_marker(&spans, 12.5), None);
     }
 }

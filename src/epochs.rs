@@ -3,6 +3,8 @@
 //! window of the pipeline's window length is cut after each cue. The feature stage then sees
 //! exactly what it would see live at the moment the window completes.
 
+use std::path::Path;
+
 pub use crate::config::training::{ClassSpec, TrainingConfig};
 use crate::config::PipelineConfig;
 use crate::error::{Error, Result};
@@ -126,6 +128,12 @@ pub fn cut(recording: &Recording, config: &PipelineConfig) -> Result<Epochs> {
         }
     }
 
+    let labelled = events
+        .iter()
+        .filter(|e| config.training.classes.iter().any(|c| c.event == e.label))
+        .count();
+    check_cue_density(labelled, window, channels, total)?;
+
     let half_sample = 0.5 / rate;
     let mut epochs = Epochs {
         channels,
@@ -137,6 +145,7 @@ pub fn cut(recording: &Recording, config: &PipelineConfig) -> Result<Epochs> {
         onsets: Vec::new(),
         recording: Vec::new(),
     };
+    epochs.data.reserve_exact(labelled * channels * window);
     let excluded = excluded_onsets(recording);
     let mut skipped = 0;
     let mut left_out = 0;
@@ -206,18 +215,77 @@ fn excluded_onsets(recording: &Recording) -> Vec<f64> {
     onsets
 }
 
+/// How many times over the labelled epochs of a recording may copy its samples. Trials in a
+/// real paradigm are seconds apart and their windows overlap little (calibration cues every
+/// 4–8 s with 1–4 s windows copy the recording less than once); cues so dense that the epochs
+/// would hold the recording more than this many times over are a broken or hostile marker
+/// stream, and cutting them would need memory in proportion (1,000,000 cues of 3 channels ×
+/// 160 samples: 1.8 GiB from a 13 MB file).
+pub const MAX_EPOCH_COVERAGE: usize = 16;
+
+/// Refuses `labelled` epochs of `window` samples from a recording of `total` samples when they
+/// would copy it more than [`MAX_EPOCH_COVERAGE`] times over, before anything is allocated.
+fn check_cue_density(labelled: usize, window: usize, channels: usize, total: usize) -> Result<()> {
+    let budget = MAX_EPOCH_COVERAGE.saturating_mul(total.max(window));
+    let needed = labelled.saturating_mul(window);
+    if needed <= budget {
+        return Ok(());
+    }
+    let mib = needed as f64 * channels as f64 * 4.0 / (1024.0 * 1024.0);
+    Err(Error::Stream(format!(
+        "{labelled} labelled cues with a {window}-sample window would copy the {total}-sample \
+         recording {:.0} times over ({mib:.0} MiB of epochs); at most {MAX_EPOCH_COVERAGE} times \
+         is allowed: cues this dense are not trials, check the marker stream",
+        needed as f64 / total.max(1) as f64
+    )))
+}
+
 /// Cut and pool the epochs of several recordings (same montage and rate).
 pub fn cut_all<'a>(
     recordings: impl IntoIterator<Item = &'a Recording>,
     config: &PipelineConfig,
 ) -> Result<Epochs> {
+    cut_all_named(recordings.into_iter().map(|r| (Path::new(""), r)), config)
+}
+
+/// [`cut_all`], with each recording's file: an error cutting one names it.
+pub fn cut_all_named<'a>(
+    recordings: impl IntoIterator<Item = (&'a Path, &'a Recording)>,
+    config: &PipelineConfig,
+) -> Result<Epochs> {
     let mut pooled: Option<Epochs> = None;
-    for recording in recordings {
-        let epochs = cut(recording, config)?;
+    for (path, recording) in recordings {
+        let epochs = cut(recording, config).map_err(|e| {
+            if path.as_os_str().is_empty() {
+                e
+            } else {
+                Error::Other(format!("{}: {e}", path.display()))
+            }
+        })?;
         match &mut pooled {
             None => pooled = Some(epochs),
             Some(p) => p.append(epochs)?,
         }
     }
     pooled.ok_or_else(|| Error::Other("no recordings given".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cue_density_is_bounded_before_allocating() {
+        // A 60 s recording at 160 Hz, 1 s windows: 960 cues cover it 16 times, 961 do not.
+        assert!(check_cue_density(960, 160, 3, 9600).is_ok());
+        assert!(check_cue_density(961, 160, 3, 9600).is_err());
+        assert!(check_cue_density(0, 160, 3, 0).is_ok());
+        let err = check_cue_density(1_000_000, 160, 3, 9600)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("1000000 labelled cues"), "{err}");
+        assert!(err.contains("16667 times over"), "{err}");
+        assert!(err.contains("check the marker stream"), "{err}");
+        assert!(check_cue_density(usize::MAX, 160, 3, 9600).is_err());
+    }
 }

@@ -93,9 +93,17 @@ fn serve_and_listen(args: &[&str]) -> Vec<u64> {
     let drain = std::thread::spawn(move || log.count());
     let refused = failure(&neurostream(&["listen", &url, "--token", "wrong"]));
     assert!(refused.contains("401"), "{refused}");
-    let out = stdout(&neurostream(&["listen", &url, "--token", "t0k"]));
-    let seqs: Vec<u64> = out
-        .lines()
+    // The service's address without its `/ws` path works too.
+    let bare = url
+        .strip_suffix("/ws")
+        .expect("the service URL ends in /ws");
+    let out = stdout(&neurostream(&["listen", bare, "--token", "t0k"]));
+    // stdout: the `hello` first, then commands only, each a JSON line.
+    let mut lines = out.lines();
+    let hello: serde_json::Value = serde_json::from_str(lines.next().expect("hello")).unwrap();
+    assert_eq!(hello["type"], "hello", "{out}");
+    assert!(hello["classes"].is_array(), "{hello}");
+    let seqs: Vec<u64> = lines
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
             assert_eq!(v["type"], "command", "{l}");
@@ -313,4 +321,109 @@ fn every_shipped_pipeline_passes_check() {
             assert!(out.contains("ok"), "{out}");
         }
     }
+}
+
+#[test]
+fn listen_has_a_default_url() {
+    let help = stdout(&neurostream(&["listen", "--help"]));
+    assert!(help.contains("[default: ws://127.0.0.1:8765/ws]"), "{help}");
+}
+
+#[test]
+fn replay_of_an_xdf_fills_the_marker_column_without_colour_codes() {
+    // XDF markers have no duration: each one is the window's marker until the next starts.
+    let out = Command::new(env!("CARGO_BIN_EXE_neurostream"))
+        .args([
+            "replay",
+            "recordings/demo.xdf",
+            "--pipeline",
+            "pipelines/demo.toml",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("run neurostream");
+    let text = stdout(&out);
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    let markers: Vec<&str> = rows.iter().map(|r| r.split(',').nth(1).unwrap()).collect();
+    // 120 s at 160 Hz, 1 s windows every 0.25 s.
+    assert_eq!(rows.len(), 1 + (120 * 160 - 160) / 40);
+    let empty = markers.iter().filter(|m| m.is_empty()).count();
+    assert!(
+        empty * 20 < rows.len(),
+        "{empty} of {} rows without a marker",
+        rows.len()
+    );
+    assert!(
+        markers.iter().all(|m| ["", "T0", "T1", "T2"].contains(m)),
+        "{markers:?}"
+    );
+    for cue in ["T0", "T1", "T2"] {
+        assert!(markers.contains(&cue), "no {cue} in the marker column");
+    }
+    // The marker changes with the cues: a label run is never the whole recording.
+    let changes = markers.windows(2).filter(|w| w[0] != w[1]).count();
+    assert!(changes >= 10, "{changes} marker changes");
+    // stderr is a pipe here: the log has no ANSI colour codes.
+    let log = String::from_utf8(out.stderr).unwrap();
+    assert!(log.contains("replay of recordings/demo.xdf done"), "{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "ANSI escape codes in a piped log: {log:?}"
+    );
+}
+
+#[test]
+fn info_summarises_the_commands_of_a_session_recording() {
+    let file = temp("session.xdf");
+    let _ = std::fs::remove_file(&file);
+    let out = neurostream(&[
+        "demo",
+        "--seconds",
+        "60",
+        "--speed",
+        "0",
+        "--calibration-seconds",
+        "60",
+        "--bind",
+        "127.0.0.1:0",
+        "--record",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout(&neurostream(&[
+        "info",
+        file.to_str().unwrap(),
+        "--json",
+    ])))
+    .unwrap();
+    let commands = json["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["source_id"] == "neurostream-commands")
+        .expect("a command stream");
+    let total = commands["samples"].as_u64().unwrap();
+    assert!(total >= 5, "{commands}");
+    assert_eq!(commands["events_grouped_by"], "class");
+    let counts = commands["event_counts"].as_object().unwrap();
+    assert!(
+        counts
+            .keys()
+            .all(|k| ["rest", "left", "right"].contains(&k.as_str())),
+        "{counts:?}"
+    );
+    assert_eq!(
+        counts.values().map(|v| v.as_u64().unwrap()).sum::<u64>(),
+        total
+    );
+    let table = stdout(&neurostream(&["info", file.to_str().unwrap()]));
+    assert!(table.contains(&format!("commands: {total} (")), "{table}");
+    assert!(table.lines().count() < 20, "{table}");
+    assert!(!table.contains("\"seq\""), "command JSON printed: {table}");
 }

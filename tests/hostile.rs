@@ -446,3 +446,76 @@ fn torn_recording_is_read_up_to_its_last_whole_chunk() {
     assert!(torn_rows.lines().count() > 1);
     assert_eq!(torn_rows, whole_rows);
 }
+
+/// `demo.xdf` with one more marker stream holding `count` `T1` cues spread over 1..110 s.
+fn flooded_with_cues(count: usize) -> Vec<u8> {
+    let mut out = std::fs::read(root().join("recordings/demo.xdf")).unwrap();
+    let id = 77u32;
+    let mut header = id.to_le_bytes().to_vec();
+    header.extend_from_slice(
+        b"<info><name>flood</name><type>Markers</type><channel_count>1</channel_count>\
+          <nominal_srate>0</nominal_srate><channel_format>string</channel_format></info>",
+    );
+    xdf_chunk(&mut out, 2, &header);
+    let mut samples = id.to_le_bytes().to_vec();
+    samples.push(4);
+    samples.extend_from_slice(&(count as u32).to_le_bytes());
+    for k in 0..count {
+        samples.push(8);
+        let onset = 1.0 + 109.0 * k as f64 / count as f64;
+        samples.extend_from_slice(&onset.to_le_bytes());
+        samples.extend_from_slice(&[1, 2]);
+        samples.extend_from_slice(b"T1");
+    }
+    xdf_chunk(&mut out, 3, &samples);
+    out
+}
+
+#[test]
+fn a_flood_of_cue_markers_is_refused_under_a_memory_cap() {
+    // 1,000,000 cues (13 MB): cutting one 3-channel epoch per cue would take 1.8 GiB.
+    let path = scratch("cue-flood.xdf");
+    std::fs::write(&path, flooded_with_cues(1_000_000)).unwrap();
+    let p = path.to_str().unwrap();
+    let out = scratch("cue-flood.model.json");
+    let o = out.to_str().unwrap();
+    for args in [
+        vec![
+            "train",
+            "--pipeline",
+            "pipelines/demo.toml",
+            "--recording",
+            p,
+            "--out",
+            o,
+        ],
+        vec![
+            "evaluate",
+            "--pipeline",
+            "pipelines/demo.toml",
+            "--recording",
+            p,
+        ],
+    ] {
+        refused(
+            &capped(&args),
+            &format!("{args:?}"),
+            &[
+                "1000029 labelled cues",
+                "times over",
+                "check the marker stream",
+            ],
+        );
+    }
+    assert!(!out.exists(), "no model from a refused recording");
+    // train names the file.
+    let stderr = refused(
+        &capped(&["train", "-p", "pipelines/demo.toml", "-r", p, "-o", o]),
+        "train",
+        &["cue-flood.xdf"],
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // The markers themselves are read (info lists them) within the cap.
+    let table = succeeded(&capped(&["info", p]), "info on the flooded file");
+    assert!(table.contains("1000000"), "{table}");
+}

@@ -390,6 +390,12 @@ fn replay_of_a_demo_recording_recomputes_its_commands_exactly() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(replayed, recorded.commands);
+    // Each line is a protocol `command` message, as `listen` prints them.
+    for line in out.lines() {
+        let message: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(message["type"], "command", "{line}");
+        assert!(line.starts_with(r#"{"type":"command","seq":"#), "{line}");
+    }
 
     // The same pipeline with another controller is not the recorded session: more commands,
     // and no comparison with the recording (the user asked for something else). A pipeline

@@ -400,6 +400,20 @@ fn feedback_needs_the_right_and_hostile_connections_are_refused() {
             )
             .await;
             assert!(answer.starts_with("HTTP/1.0 421"), "{path}: {answer}");
+            // Two Host headers: 400 (RFC 9112), in either order, even when the first is local.
+            for hosts in [
+                "Host: 127.0.0.1\r\nHost: evil.example",
+                "Host: evil.example\r\nHost: 127.0.0.1",
+                "Host: 127.0.0.1\r\nHost: 127.0.0.1",
+            ] {
+                let request =
+                    format!("GET {path} HTTP/1.1\r\n{hosts}\r\nConnection: close\r\n\r\n");
+                let answer = http(&addr, &request).await;
+                assert!(
+                    answer.starts_with("HTTP/1.1 400"),
+                    "{path} {hosts:?}: {answer}"
+                );
+            }
         }
         // Origin: null and an Origin that is not UTF-8 are foreign.
         for origin in [&b"null"[..], &b"http://\xff.example"[..]] {

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Args;
-use neurostream::io::{self, StreamData};
+use neurostream::io::{self, RecordedStream, StreamData};
+use neurostream::record;
 use neurostream::Result;
 
 #[derive(Args)]
@@ -20,10 +21,11 @@ pub fn run(args: InfoArgs) -> Result<()> {
     let (recording, warnings) = io::open_with_warnings(&args.file)?;
     let mut streams = Vec::new();
     for stream in &recording.streams {
-        let mut event_counts: BTreeMap<&str, usize> = BTreeMap::new();
+        let grouping = Grouping::of(stream);
+        let mut event_counts: BTreeMap<String, usize> = BTreeMap::new();
         if let StreamData::Markers(events) = &stream.data {
             for e in events {
-                *event_counts.entry(e.label.as_str()).or_default() += 1;
+                *event_counts.entry(grouping.key(&e.label)).or_default() += 1;
             }
         }
         streams.push(serde_json::json!({
@@ -40,6 +42,7 @@ pub fn run(args: InfoArgs) -> Result<()> {
             "first_timestamp": stream.timestamps.first(),
             "last_timestamp": stream.timestamps.last(),
             "event_counts": event_counts,
+            "events_grouped_by": grouping.field(),
         }));
     }
     if args.json {
@@ -91,8 +94,53 @@ pub fn run(args: InfoArgs) -> Result<()> {
         if let Some(counts) = s["event_counts"].as_object().filter(|m| !m.is_empty()) {
             let total: u64 = counts.values().filter_map(|v| v.as_u64()).sum();
             let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{k}×{v}")).collect();
-            println!("      events: {total} ({})", parts.join(", "));
+            let what = match s["events_grouped_by"].as_str() {
+                Some("class") => "commands",
+                Some("event") => "session events",
+                _ => "events",
+            };
+            println!("      {what}: {total} ({})", parts.join(", "));
         }
     }
     Ok(())
+}
+
+/// How the samples of a marker stream are counted: by label, or, for the streams a
+/// neurostream session recording adds (one JSON message per sample), by the field that says
+/// what each one is, so that 137 commands read "left×70, right×67" rather than 137 lines.
+enum Grouping {
+    Label,
+    /// `neurostream-commands`: by the command's `class`.
+    CommandClass,
+    /// `neurostream-session`: by the session event's `event`.
+    SessionEvent,
+}
+
+impl Grouping {
+    fn of(stream: &RecordedStream) -> Grouping {
+        match stream.info.source_id.as_str() {
+            id if id == record::COMMANDS_STREAM => Grouping::CommandClass,
+            id if id == record::SESSION_STREAM => Grouping::SessionEvent,
+            _ => Grouping::Label,
+        }
+    }
+
+    /// The JSON field grouped on (`None`: the label itself).
+    fn field(&self) -> Option<&'static str> {
+        match self {
+            Grouping::Label => None,
+            Grouping::CommandClass => Some("class"),
+            Grouping::SessionEvent => Some("event"),
+        }
+    }
+
+    fn key(&self, label: &str) -> String {
+        let Some(field) = self.field() else {
+            return label.to_owned();
+        };
+        serde_json::from_str::<serde_json::Value>(label)
+            .ok()
+            .and_then(|v| v.get(field).and_then(|f| f.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| format!("(no {field})"))
+    }
 }

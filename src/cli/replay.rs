@@ -206,7 +206,7 @@ fn print_commands(
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let io_err = |e| neurostream::Error::io("<stdout>", e);
     for command in &commands {
-        let line = serde_json::to_string(command).expect("commands serialise");
+        let line = serde_json::to_string(&CommandLine::from(command)).expect("commands serialise");
         writeln!(out, "{line}").map_err(io_err)?;
     }
     out.flush().map_err(io_err)?;
@@ -231,6 +231,25 @@ fn print_commands(
         tracing::info!("{} command(s) replayed", commands.len());
     }
     Ok(())
+}
+
+/// One `--commands` line: the protocol's `command` message (`"type":"command"` first, as
+/// `listen` prints them) without its wall-clock `latency_ms`.
+#[derive(serde::Serialize)]
+struct CommandLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    command: &'a neurostream::record::CommandRecord,
+}
+
+impl<'a> From<&'a neurostream::record::CommandRecord> for CommandLine<'a> {
+    fn from(command: &'a neurostream::record::CommandRecord) -> Self {
+        CommandLine {
+            kind: "command",
+            command,
+        }
+    }
 }
 
 fn describe(command: Option<&neurostream::record::CommandRecord>) -> String {

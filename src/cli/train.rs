@@ -26,7 +26,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         .iter()
         .map(io::open)
         .collect::<Result<Vec<_>>>()?;
-    let epochs = epochs::cut_all(&recordings, &config)?;
+    let epochs = epochs::cut_all_named(
+        args.recording.iter().map(|p| p.as_path()).zip(&recordings),
+        &config,
+    )?;
     let names: Vec<String> = args
         .recording
         .iter()

@@ -323,6 +323,16 @@ pub fn host_allowed(allowed: &[String], host: Option<&[u8]>) -> bool {
 }
 
 async fn check_host(State(hub): State<Arc<Hub>>, request: Request, next: Next) -> Response {
+    // RFC 9112 §3.2: more than one Host field is a 400, whatever the first one says.
+    if request
+        .headers()
+        .get_all(header::HOST)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return (StatusCode::BAD_REQUEST, "more than one Host header\n").into_response();
+    }
     let host = request.headers().get(header::HOST).map(|v| v.as_bytes());
     if !host_allowed(&hub.config.allowed_hosts, host) {
         return (
