@@ -404,7 +404,11 @@ pub fn holdout_detailed(
     let (mut test_command_share, mut test_precision) = (None, None);
     if let Some(op) = &operating_point {
         let commanding = config.control.commanding(&config.training.class_names());
-        let threshold = config.control.threshold.unwrap_or(op.threshold);
+        let threshold = match config.control.threshold {
+            Some(t) => t,
+            None if op.commands => op.threshold,
+            None => f64::INFINITY,
+        };
         let (mut commands, mut correct) = (0usize, 0usize);
         for (row, &label) in p.rows().into_iter().zip(&test.labels) {
             let (best, q) =
