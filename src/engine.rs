@@ -311,6 +311,7 @@ impl Engine {
         input: &StreamInfo,
         model: Option<Model>,
     ) -> Result<(Pipeline, Option<Controller>)> {
+        let operating_point = model.as_ref().and_then(|m| m.operating_point.clone());
         let pipeline = match model {
             None if needs_model(config) => Pipeline::build(&calibration_view(config), input, None)?,
             model => Pipeline::build(config, input, model)?,
@@ -318,7 +319,11 @@ impl Engine {
         let controller = if pipeline.class_names().is_empty() {
             None
         } else {
-            Some(config.control.build(pipeline.class_names())?)
+            Some(
+                config
+                    .control
+                    .build_with(pipeline.class_names(), operating_point.as_ref())?,
+            )
         };
         Ok((pipeline, controller))
     }
@@ -354,6 +359,12 @@ impl Engine {
     /// completed since the last reset.
     pub fn latest_probabilities(&self) -> Option<&[f64]> {
         self.pipeline.latest_probabilities()
+    }
+
+    /// The controller's threshold in force and the model's learned operating point (for
+    /// `hello` and status), `None` without a decoder.
+    pub fn controller(&self) -> Option<&Controller> {
+        self.controller.as_ref()
     }
 
     pub fn pipeline(&self) -> &Pipeline {

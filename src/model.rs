@@ -8,6 +8,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::config::PipelineConfig;
+use crate::control::OperatingPoint;
+use crate::decoder::calibration::Calibration;
 use crate::decoder::AnyDecoder;
 use crate::error::{Error, Result};
 use crate::features::extractor::ExtractorState;
@@ -120,6 +122,14 @@ pub struct Model {
     /// Where the training data came from, for people reading the file.
     pub trained_on: Vec<String>,
     pub training_epochs: usize,
+    /// Maps the decoder's decision values to calibrated probabilities (fitted out of fold by
+    /// [`crate::evaluate::calibrate`]); absent: the decoder's own probabilities are used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+    /// The controller's threshold learned with the calibration, with its expected precision
+    /// and command share; an explicit `[control] threshold` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operating_point: Option<OperatingPoint>,
 }
 
 impl Model {
@@ -141,6 +151,8 @@ impl Model {
             decoder,
             trained_on,
             training_epochs,
+            calibration: None,
+            operating_point: None,
         }
     }
 
@@ -249,6 +261,12 @@ impl Model {
                 "classes lists {} name(s), the {kind} decoder has {decoded} class(es)",
                 self.classes.len()
             ));
+        }
+        if let Some(calibration) = &self.calibration {
+            calibration.validate(decoded)?;
+        }
+        if let Some(op) = &self.operating_point {
+            op.validate().map_err(|e| format!("operating_point: {e}"))?;
         }
         Ok(())
     }

@@ -46,9 +46,10 @@ fn plastic_pipeline() -> PipelineConfig {
     config.decoder = Some(DecoderConfig::Mlp(MlpConfig::default()));
     config.control = ControlConfig {
         commands: Vec::new(),
-        threshold: 0.34,
+        threshold: Some(0.34),
         dwell: 1,
         refractory_seconds: 0.5,
+        ..ControlConfig::default()
     };
     config
 }

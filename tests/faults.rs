@@ -28,9 +28,10 @@ fn trained_pipeline() -> (PipelineConfig, neurostream::model::Model) {
     let mut config = PipelineConfig::default_demo();
     config.control = ControlConfig {
         commands: Vec::new(),
-        threshold: 0.0,
+        threshold: Some(0.0),
         dwell: 1,
         refractory_seconds: 0.0,
+        ..ControlConfig::default()
     };
     let calibration = SimulatorConfig {
         seed: 7,

@@ -312,9 +312,10 @@ fn service_decodes_pylsl_stream_and_survives_outlet_restarts() {
     // every class (rest too) sends one.
     config.control = ControlConfig {
         commands: Vec::new(),
-        threshold: 0.0,
+        threshold: Some(0.0),
         dwell: 1,
         refractory_seconds: 0.0,
+        ..ControlConfig::default()
     };
     let calibration = epochs::cut(&neurostream::io::open(&edf).unwrap(), &config).unwrap();
     let model = evaluate::train(&config, &calibration, vec!["S001R04".into()]).unwrap();

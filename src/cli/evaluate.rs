@@ -1,5 +1,10 @@
 //! `neurostream evaluate --pipeline P... --recording FILES...`: cross-validated, held-out or
-//! online accuracy per subject, as a table or JSON.
+//! online accuracy per subject, as a table or JSON, with the quality of the probabilities
+//! (Brier score, log loss, expected calibration error, share of saturated windows) next to
+//! accuracy and AUC. Held-out probabilities are calibrated (fitted out of fold on the
+//! training runs), and the table also shows the AUC of the raw decision value and the
+//! operating point: its expected precision on the training runs and what it did on the test
+//! runs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -100,6 +105,11 @@ struct Row {
     auc: Option<f64>,
     kappa: f64,
     itr: Option<f64>,
+    brier: Option<f64>,
+    log_loss: Option<f64>,
+    ece: Option<f64>,
+    saturated: Option<f64>,
+    decision_auc: Option<f64>,
     extra: String,
     /// Accuracy and AUC of the frozen copy (online mode).
     frozen: Option<(f64, Option<f64>)>,
@@ -113,10 +123,21 @@ fn row_from_report(subject: &str, report: &Report, extra: String, json: serde_js
         auc: report.auc,
         kappa: report.kappa,
         itr: report.itr_bits_per_minute,
+        brier: report.brier,
+        log_loss: report.log_loss,
+        ece: report.ece,
+        saturated: report.saturated,
+        decision_auc: report.decision_auc,
         extra,
         frozen: None,
         json,
     }
+}
+
+/// Mean of a column, `None` if any row lacks it.
+fn mean_of(rows: &[Row], f: impl Fn(&Row) -> Option<f64>) -> Option<f64> {
+    let values: Option<Vec<f64>> = rows.iter().map(f).collect();
+    values.map(|v| v.iter().sum::<f64>() / v.len() as f64)
 }
 
 pub fn run(args: EvaluateArgs) -> Result<()> {
@@ -155,16 +176,11 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
                     let cv = evaluate::cross_validate(&config, &epochs)?;
                     let extra = format!("{} trials, {}-fold", epochs.len(), cv.folds);
                     let json = json!({"subject": subject.name, "trials": epochs.len(), "cv": cv});
-                    Row {
-                        subject: subject.name.clone(),
-                        accuracy: cv.accuracy,
-                        auc: cv.auc,
-                        kappa: cv.pooled.kappa,
-                        itr: cv.pooled.itr_bits_per_minute,
-                        extra,
-                        frozen: None,
-                        json,
-                    }
+                    let mut row = row_from_report(&subject.name, &cv.pooled, extra, json);
+                    // Mean over folds, as scikit-learn's cross_val_score.
+                    row.accuracy = cv.accuracy;
+                    row.auc = cv.auc;
+                    row
                 }
                 "holdout" => {
                     let pattern = args.holdout.as_deref().unwrap_or_default();
@@ -180,14 +196,29 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
                         &format!("held-out ({pattern})"),
                         &subject.name,
                     )?;
-                    let report = evaluate::holdout(&config, &train_epochs, &test_epochs)?;
+                    let outcome = evaluate::holdout_detailed(&config, &train_epochs, &test_epochs)?;
+                    let fmt =
+                        |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
                     let extra = format!(
-                        "train {} / test {} trials",
+                        "train {} / test {} trials{}",
                         train_epochs.len(),
-                        test_epochs.len()
+                        test_epochs.len(),
+                        outcome
+                            .operating_point
+                            .as_ref()
+                            .map(|op| format!(
+                                "; threshold {:.3}: precision expected {:.2} / test {}, \
+                                 command share expected {:.2} / test {}",
+                                op.threshold,
+                                op.expected_precision,
+                                fmt(outcome.test_precision),
+                                op.expected_command_share,
+                                fmt(outcome.test_command_share)
+                            ))
+                            .unwrap_or_default()
                     );
-                    let json = json!({"subject": subject.name, "train_trials": train_epochs.len(), "report": report});
-                    row_from_report(&subject.name, &report, extra, json)
+                    let json = json!({"subject": subject.name, "train_trials": train_epochs.len(), "report": outcome.report, "operating_point": outcome.operating_point, "test_precision": outcome.test_precision, "test_command_share": outcome.test_command_share});
+                    row_from_report(&subject.name, &outcome.report, extra, json)
                 }
                 _ => {
                     let first = subject.files.first().cloned().unwrap_or_default();
@@ -221,9 +252,18 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         }
         let n = rows.len() as f64;
         let mean_acc = rows.iter().map(|r| r.accuracy).sum::<f64>() / n;
-        let aucs: Option<Vec<f64>> = rows.iter().map(|r| r.auc).collect();
-        let mean_auc = aucs.map(|a| a.iter().sum::<f64>() / n);
+        let mean_auc = mean_of(&rows, |r| r.auc);
+        let max_auc_gap = rows
+            .iter()
+            .filter_map(|r| Some((r.auc? - r.decision_auc?).abs()))
+            .fold(None, |m: Option<f64>, g| Some(m.map_or(g, |m| m.max(g))));
         all_json.push(json!({
+            "mean_brier": mean_of(&rows, |r| r.brier),
+            "mean_log_loss": mean_of(&rows, |r| r.log_loss),
+            "mean_ece": mean_of(&rows, |r| r.ece),
+            "mean_saturated": mean_of(&rows, |r| r.saturated),
+            "mean_decision_auc": mean_of(&rows, |r| r.decision_auc),
+            "max_auc_gap": max_auc_gap,
             "pipeline": pipeline_path,
             "decoder": config.decoder.as_ref().map(|d| d.kind()),
             "mode": mode,
@@ -231,7 +271,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
             "mean_accuracy": mean_acc,
             "mean_auc": mean_auc,
         }));
-        tables.push((name, rows, mean_acc, mean_auc));
+        tables.push((name, rows, mean_acc, mean_auc, max_auc_gap));
     }
     bar.finish_and_clear();
     if args.json {
@@ -249,24 +289,57 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         _ => "online, adapting decoder (frozen copy in the last column)",
     };
     println!("{heading}");
-    for (name, rows, mean_acc, mean_auc) in tables {
+    let pct = |v: Option<f64>| {
+        v.map(|v| format!("{:.1}%", 100.0 * v))
+            .unwrap_or_else(|| "-".into())
+    };
+    for (name, rows, mean_acc, mean_auc, max_auc_gap) in tables {
         println!("\n{name}");
         println!(
-            "  {:<8} {:>8} {:>8} {:>8} {:>10}  notes",
-            "subject", "accuracy", "roc-auc", "kappa", "itr b/min"
+            "  {:<8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>7} {:>8} {:>7} {:>7}  notes",
+            "subject",
+            "accuracy",
+            "roc-auc",
+            "dec-auc",
+            "kappa",
+            "itr b/min",
+            "brier",
+            "log-loss",
+            "ece",
+            "sat"
         );
         for r in &rows {
             println!(
-                "  {:<8} {:>8.3} {:>8} {:>8.3} {:>10}  {}",
+                "  {:<8} {:>8.3} {:>8} {:>8} {:>8.3} {:>10} {:>7} {:>8} {:>7} {:>7}  {}",
                 r.subject,
                 r.accuracy,
                 fmt(r.auc),
+                fmt(r.decision_auc),
                 r.kappa,
                 fmt(r.itr),
+                fmt(r.brier),
+                fmt(r.log_loss),
+                fmt(r.ece),
+                pct(r.saturated),
                 r.extra
             );
         }
-        println!("  {:<8} {:>8.3} {:>8}", "mean", mean_acc, fmt(mean_auc));
+        println!(
+            "  {:<8} {:>8.3} {:>8} {:>8} {:>8} {:>10} {:>7} {:>8} {:>7} {:>7}  {}",
+            "mean",
+            mean_acc,
+            fmt(mean_auc),
+            fmt(mean_of(&rows, |r| r.decision_auc)),
+            "",
+            "",
+            fmt(mean_of(&rows, |r| r.brier)),
+            fmt(mean_of(&rows, |r| r.log_loss)),
+            fmt(mean_of(&rows, |r| r.ece)),
+            pct(mean_of(&rows, |r| r.saturated)),
+            max_auc_gap
+                .map(|g| format!("largest |roc-auc − dec-auc| {g:.4}"))
+                .unwrap_or_default()
+        );
         let frozen: Option<Vec<(f64, Option<f64>)>> = rows.iter().map(|r| r.frozen).collect();
         if let Some(frozen) = frozen {
             let n = frozen.len() as f64;

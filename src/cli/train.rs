@@ -57,5 +57,32 @@ pub fn run(args: TrainArgs) -> Result<()> {
         epochs.samples,
         args.out.display()
     );
+    match (&model.calibration, &model.operating_point) {
+        (Some(calibration), Some(op)) => println!(
+            "calibrated on {} out-of-fold epoch(s) ({:?}{}); operating point: threshold {:.3}, \
+             expected precision {:.3} (target {}{}), commands on {:.0} % of windows{}",
+            calibration.fitted_on,
+            calibration.map,
+            if calibration.refused_slope.is_some() {
+                ", wrong-sign fit refused"
+            } else {
+                ""
+            },
+            op.threshold,
+            op.expected_precision,
+            op.target_precision,
+            if op.reached_target {
+                ""
+            } else {
+                ", not reached: near chance"
+            },
+            100.0 * op.expected_command_share,
+            match config.control.threshold {
+                Some(t) => format!("; [control] threshold = {t} overrides it"),
+                None => String::new(),
+            }
+        ),
+        _ => println!("not calibrated (too few epochs per class for cross-validation)"),
+    }
     Ok(())
 }

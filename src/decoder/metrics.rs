@@ -1,6 +1,7 @@
-//! Evaluation metrics for decoders: accuracy, ROC-AUC, confusion matrix, Cohen's kappa and the
-//! Wolpaw information transfer rate, plus [`Report`], the bundle the `evaluate` command prints
-//! as JSON.
+//! Evaluation metrics for decoders: accuracy, ROC-AUC, confusion matrix, Cohen's kappa, the
+//! Wolpaw information transfer rate and the quality of the probabilities (Brier score, log
+//! loss, expected calibration error, share of saturated windows), plus [`Report`], the bundle
+//! the `evaluate` command prints as JSON.
 //!
 //! Conventions follow scikit-learn so numbers can be compared with published BCI results
 //! computed in Python: [`roc_auc`] equals `roc_auc_score` (ties count one half),
@@ -181,6 +182,131 @@ pub fn itr_bits_per_minute(
     Ok(itr_bits_per_selection(accuracy, classes)? * 60.0 / seconds_per_selection)
 }
 
+fn check_probabilities(what: &str, truth: &[usize], p: ArrayView2<'_, f64>) -> Result<()> {
+    check_same_length(what, truth.len(), p.nrows())?;
+    if let Some(i) = truth.iter().position(|&t| t >= p.ncols()) {
+        return Err(Error::Other(format!(
+            "{what}: true label {} of example {i} is not below the {} classes",
+            truth[i],
+            p.ncols()
+        )));
+    }
+    if let Some(i) = p
+        .iter()
+        .position(|v| !(v.is_finite() && (0.0..=1.0).contains(v)))
+    {
+        return Err(Error::Other(format!(
+            "{what}: probability {i} (row-major) is {}, expected in [0, 1]",
+            p.iter().nth(i).copied().unwrap_or(f64::NAN)
+        )));
+    }
+    Ok(())
+}
+
+/// Brier score, halved: `mean over examples of ½ Σ_k (p_k − [k = truth])²`. For two classes
+/// this is the usual binary Brier score of the class-1 probability, `mean (p₁ − y)²`
+/// (scikit-learn's `brier_score_loss`); always answering `1/K` scores `(K − 1)/(2K)`, 0.25
+/// for two classes. Lower is better.
+pub fn brier_score(truth: &[usize], probabilities: ArrayView2<'_, f64>) -> Result<f64> {
+    check_probabilities("brier_score", truth, probabilities)?;
+    let total: f64 = probabilities
+        .rows()
+        .into_iter()
+        .zip(truth)
+        .map(|(row, &t)| {
+            row.iter()
+                .enumerate()
+                .map(|(k, &p)| {
+                    let y = if k == t { 1.0 } else { 0.0 };
+                    (p - y) * (p - y)
+                })
+                .sum::<f64>()
+        })
+        .sum();
+    Ok(0.5 * total / truth.len() as f64)
+}
+
+/// Log loss (cross-entropy): `mean −ln p_truth`, with `p` clipped to `[1e-15, 1]` as
+/// scikit-learn's `log_loss` did, so one zero probability costs 34.5 instead of ∞.
+pub fn log_loss(truth: &[usize], probabilities: ArrayView2<'_, f64>) -> Result<f64> {
+    check_probabilities("log_loss", truth, probabilities)?;
+    let total: f64 = probabilities
+        .rows()
+        .into_iter()
+        .zip(truth)
+        .map(|(row, &t)| -row[t].clamp(1e-15, 1.0).ln())
+        .sum();
+    Ok(total / truth.len() as f64)
+}
+
+/// Expected calibration error of the top-label confidence (Guo et al. 2017): windows binned
+/// by the winning class's probability into `bins` equal-width bins of `[0, 1]` (a value on a
+/// bin edge goes to the upper bin, 1.0 to the last), then `Σ_b (n_b / n) · |accuracy_b −
+/// mean confidence_b|`. The winner is the most probable class, lowest index on exact ties.
+pub fn expected_calibration_error(
+    truth: &[usize],
+    probabilities: ArrayView2<'_, f64>,
+    bins: usize,
+) -> Result<f64> {
+    check_probabilities("expected_calibration_error", truth, probabilities)?;
+    if bins == 0 {
+        return Err(Error::Other(
+            "expected_calibration_error: needs at least one bin".into(),
+        ));
+    }
+    let mut count = vec![0usize; bins];
+    let mut correct = vec![0usize; bins];
+    let mut confidence = vec![0.0f64; bins];
+    for (row, &t) in probabilities.rows().into_iter().zip(truth) {
+        let (best, p) = argmax(row.iter().copied());
+        let b = ((p * bins as f64) as usize).min(bins - 1);
+        count[b] += 1;
+        correct[b] += usize::from(best == t);
+        confidence[b] += p;
+    }
+    let n = truth.len() as f64;
+    Ok((0..bins)
+        .filter(|&b| count[b] > 0)
+        .map(|b| {
+            let c = count[b] as f64;
+            (c / n) * (correct[b] as f64 / c - confidence[b] / c).abs()
+        })
+        .sum())
+}
+
+/// Share of windows whose winning probability exceeds `1 − margin` (for two classes: `p₁ <
+/// margin` or `p₁ > 1 − margin`). With `margin = 0.05`: the windows a threshold cannot
+/// filter.
+pub fn saturated_share(probabilities: ArrayView2<'_, f64>, margin: f64) -> Result<f64> {
+    if probabilities.nrows() == 0 {
+        return Err(Error::Other("saturated_share: no examples".into()));
+    }
+    let saturated = probabilities
+        .rows()
+        .into_iter()
+        .filter(|row| argmax(row.iter().copied()).1 > 1.0 - margin)
+        .count();
+    Ok(saturated as f64 / probabilities.nrows() as f64)
+}
+
+/// (index, value) of the largest value, the lowest index on ties.
+fn argmax(values: impl Iterator<Item = f64>) -> (usize, f64) {
+    values
+        .enumerate()
+        .fold((0, f64::NEG_INFINITY), |best, (k, p)| {
+            if p > best.1 {
+                (k, p)
+            } else {
+                best
+            }
+        })
+}
+
+/// Bins of the expected calibration error in [`Report`].
+pub const ECE_BINS: usize = 10;
+/// Margin of the saturation share in [`Report`]: `p < 0.05` or `p > 0.95`.
+pub const SATURATION_MARGIN: f64 = 0.05;
+
 /// Evaluation summary written by the `evaluate` command as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
@@ -198,6 +324,19 @@ pub struct Report {
     pub seconds_per_selection: Option<f64>,
     /// Wolpaw ITR in bits per minute, if `seconds_per_selection` was given.
     pub itr_bits_per_minute: Option<f64>,
+    /// Halved multi-class Brier score (the binary one for two classes), see [`brier_score`];
+    /// reports from probabilities only.
+    pub brier: Option<f64>,
+    /// See [`log_loss`].
+    pub log_loss: Option<f64>,
+    /// Expected calibration error over [`ECE_BINS`] bins, see [`expected_calibration_error`].
+    pub ece: Option<f64>,
+    /// Share of windows with `p < 0.05` or `p > 0.95`, see [`saturated_share`].
+    pub saturated: Option<f64>,
+    /// ROC-AUC of the decoder's decision value (two classes), when the caller had it: equal
+    /// to `auc` up to ties for a calibration that is monotone in the decision value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision_auc: Option<f64>,
 }
 
 impl Report {
@@ -222,6 +361,11 @@ impl Report {
             confusion,
             seconds_per_selection,
             itr_bits_per_minute: itr,
+            brier: None,
+            log_loss: None,
+            ece: None,
+            saturated: None,
+            decision_auc: None,
         })
     }
 
@@ -239,20 +383,14 @@ impl Report {
         let predicted: Vec<usize> = probabilities
             .rows()
             .into_iter()
-            .map(|row| {
-                row.iter()
-                    .enumerate()
-                    .fold((0, f64::NEG_INFINITY), |best, (k, &p)| {
-                        if p > best.1 {
-                            (k, p)
-                        } else {
-                            best
-                        }
-                    })
-                    .0
-            })
+            .map(|row| argmax(row.iter().copied()).0)
             .collect();
         let mut report = Report::from_labels(truth, &predicted, classes, seconds_per_selection)?;
+        // Probabilities outside [0, 1] (a broken decoder) leave these out rather than fail.
+        report.brier = brier_score(truth, probabilities).ok();
+        report.log_loss = log_loss(truth, probabilities).ok();
+        report.ece = expected_calibration_error(truth, probabilities, ECE_BINS).ok();
+        report.saturated = saturated_share(probabilities, SATURATION_MARGIN).ok();
         if classes == 2 {
             let scores: Vec<f64> = probabilities.column(1).to_vec();
             let positives: Vec<bool> = truth.iter().map(|&t| t == 1).collect();
@@ -336,5 +474,43 @@ mod tests {
         assert!(r.itr_bits_per_minute.unwrap() > 0.0);
         let json = serde_json::to_string(&r).unwrap();
         assert!(json.contains("\"auc\":1.0"), "{json}");
+        // Hand-computed: (0.2² + 0.3² + 0.6² + 0.1²)/4 = 0.125.
+        assert!((r.brier.unwrap() - 0.125).abs() < 1e-15);
+        assert_eq!(r.saturated, Some(0.0));
+    }
+
+    #[test]
+    fn probability_metrics_by_hand() {
+        let truth = [0, 1, 1, 0, 1];
+        let p = ndarray::array![[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.96, 0.04], [0.5, 0.5]];
+        // Brier: (0.01 + 0.04 + 0.49 + 0.0016 + 0.25)/5.
+        let b = brier_score(&truth, p.view()).unwrap();
+        assert!((b - 0.7916 / 5.0).abs() < 1e-12, "{b}");
+        // Log loss: −(ln 0.9 + ln 0.8 + ln 0.3 + ln 0.96 + ln 0.5)/5.
+        let l = log_loss(&truth, p.view()).unwrap();
+        let expected =
+            -(0.9f64.ln() + 0.8f64.ln() + 0.3f64.ln() + 0.96f64.ln() + 0.5f64.ln()) / 5.0;
+        assert!((l - expected).abs() < 1e-12, "{l}");
+        // Top-label confidences 0.9 ✓, 0.8 ✓, 0.7 ✗, 0.96 ✓, 0.5 (class 0, ✗): bins 9 {0.9,
+        // 0.96}: acc 1, conf 0.93; bin 8 {0.8}: 1 vs 0.8; bin 7 {0.7}: 0 vs 0.7; bin 5
+        // {0.5}: 0 vs 0.5. ECE = (2·0.07 + 0.2 + 0.7 + 0.5)/5 = 0.308.
+        let e = expected_calibration_error(&truth, p.view(), 10).unwrap();
+        assert!((e - 0.308).abs() < 1e-12, "{e}");
+        // Saturated: only 0.96 (> 0.95).
+        assert_eq!(saturated_share(p.view(), 0.05).unwrap(), 0.2);
+        // Three classes: half the multi-class Brier; uniform gives (K − 1)/(2K) = 1/3.
+        let u = ndarray::Array2::from_elem((2, 3), 1.0 / 3.0);
+        assert!((brier_score(&[0, 2], u.view()).unwrap() - 1.0 / 3.0).abs() < 1e-15);
+        // Bad input is named.
+        assert!(brier_score(&[0, 2], p.slice(ndarray::s![..2, ..]))
+            .unwrap_err()
+            .to_string()
+            .contains("true label 2"));
+        let bad = ndarray::array![[1.5, -0.5]];
+        assert!(log_loss(&[0], bad.view()).is_err());
+        assert!(expected_calibration_error(&truth, p.view(), 0).is_err());
+        // A zero probability on the truth costs −ln 1e-15.
+        let zero = ndarray::array![[0.0, 1.0]];
+        assert!((log_loss(&[0], zero.view()).unwrap() - 1e-15f64.ln().abs()).abs() < 1e-9);
     }
 }

@@ -7,10 +7,13 @@
 //! - [`mlp`]: the plastic multi-layer perceptron that keeps learning online.
 //! - [`metrics`]: accuracy, ROC-AUC, confusion matrix, Cohen's kappa, information transfer rate.
 //! - [`cv`]: seeded stratified k-fold splits.
+//! - [`calibration`]: Platt / temperature scaling of any decoder's decision values, fitted
+//!   out of fold, monotone by construction.
 //!
 //! Labels are class indices `0..classes`. Features arrive as `f32` (what the pipeline makes);
 //! decoders compute in `f64` internally.
 
+pub mod calibration;
 pub mod cv;
 pub mod lda;
 pub mod metrics;
@@ -34,6 +37,19 @@ pub trait Decoder: Send {
     /// Class probabilities for one feature vector into `probabilities` (length `classes()`,
     /// summing to 1). Runs once per window on the hot path: no allocation.
     fn predict_proba(&mut self, features: &[f32], probabilities: &mut [f64]);
+
+    /// Per-class decision values for one feature vector into `scores` (length `classes()`):
+    /// log-probabilities up to a constant per window, so that a larger `scores[k]` means
+    /// class `k` is more likely and, with two classes, `scores[1] − scores[0]` is the one
+    /// decision value (positive = class 1). What [`calibration`] scales. The default takes
+    /// the log of [`Decoder::predict_proba`]; decoders with a native score override it.
+    /// No allocation.
+    fn decision_values(&mut self, features: &[f32], scores: &mut [f64]) {
+        self.predict_proba(features, scores);
+        for s in scores.iter_mut() {
+            *s = s.max(f64::MIN_POSITIVE).ln();
+        }
+    }
 
     /// One online supervised step (a labelled trial or user feedback). Returns `true` if the
     /// model changed. Decoders that do not learn online keep the default.
@@ -251,6 +267,24 @@ impl Decoder for AnyDecoder {
 
     fn predict_proba(&mut self, features: &[f32], probabilities: &mut [f64]) {
         self.inner_mut().predict_proba(features, probabilities)
+    }
+
+    fn decision_values(&mut self, features: &[f32], scores: &mut [f64]) {
+        match self {
+            // The discriminants, whose softmax is the LDA probability.
+            AnyDecoder::Lda(d) => d.decision_function(features, scores),
+            // Binary: `[0, f]`, so scores[1] − scores[0] = f; one-vs-rest: `f_k` per class.
+            AnyDecoder::Svm(d) => {
+                if d.machines() == 1 && scores.len() == 2 {
+                    scores[0] = 0.0;
+                    d.decision_function(features, &mut scores[1..]);
+                } else {
+                    d.decision_function(features, scores);
+                }
+            }
+            // The log-softmax of the net's output.
+            AnyDecoder::Mlp(d) => d.decision_values(features, scores),
+        }
     }
 
     fn update(&mut self, features: &[f32], label: usize) -> bool {

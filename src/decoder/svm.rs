@@ -32,8 +32,14 @@
 //!   values on the training set itself are biased (an RBF SVM separates its own training data
 //!   almost perfectly), so a sigmoid fitted to them — which is what linfa's
 //!   `Svm<_, Pr>` does — is over-confident. If a class has a single example no cross-validation
-//!   is possible and the training decision values are used. As in scikit-learn, the
-//!   calibrated probability can, rarely, disagree with the sign of the decision value.
+//!   is possible and the training decision values are used. Unlike scikit-learn's, the
+//!   sigmoid is kept increasing in the decision value: a fit with the wrong sign (which
+//!   happens near chance, and inverted the ranking of a subject's windows) is refused with a
+//!   warning and replaced by the sign-correct fit of
+//!   [`fit_platt_increasing`](super::calibration::fit_platt_increasing), so the probability
+//!   ranks windows exactly as the decision value does. A pipeline-level calibration
+//!   ([`super::calibration`]) works on the raw decision value and replaces these
+//!   probabilities in a calibrated model.
 //!
 //! # More than two classes
 //!
@@ -59,6 +65,7 @@ use ndarray::{Array1, Array2, ArrayView2, Axis};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::calibration::{fit_platt_increasing, platt_probability};
 use super::cv::stratified_kfold;
 use super::lda::{check_training_set, dot_f32};
 use super::Decoder;
@@ -453,7 +460,7 @@ impl Decoder for Svm {
                     .map(|i| trainer.decision(&x, &alpha, rho, x.row(i).as_slice().unwrap()))
                     .collect(),
             };
-            platt.push(fit_platt(&values, &targets));
+            platt.push(sign_correct_platt(&values, &targets, m));
             alphas.push(alpha);
             rhos.push(rho);
         }
@@ -530,6 +537,23 @@ impl Decoder for Svm {
             }
         }
     }
+}
+
+/// Platt parameters `[A, B]` for machine `m`, forced increasing in the decision value (see
+/// the module doc), with a warning when the unconstrained fit was refused.
+fn sign_correct_platt(values: &[f64], targets: &[bool], m: usize) -> [f64; 2] {
+    let fit = fit_platt_increasing(values, targets);
+    if let Some(a) = fit.refused_a {
+        tracing::warn!(
+            "SVM machine {m}: Platt fit on {} out-of-fold decision values has A = {a:.4} \
+             (probability decreasing in the decision value: it would invert the ranking); \
+             refused, using the sign-correct fit A = {:.4}, B = {:.4}",
+            values.len(),
+            fit.a,
+            fit.b
+        );
+    }
+    [fit.a, fit.b]
 }
 
 /// Training-set mean and standard deviation per feature (population std, as scikit-learn's
@@ -695,92 +719,6 @@ impl Trainer {
     }
 }
 
-/// `P(y = 1 | f) = 1/(1 + exp(A·f + B))`, evaluated without overflow for either sign.
-fn platt_probability(f: f64, [a, b]: [f64; 2]) -> f64 {
-    let t = a * f + b;
-    if t >= 0.0 {
-        let e = (-t).exp();
-        e / (1.0 + e)
-    } else {
-        1.0 / (1.0 + t.exp())
-    }
-}
-
-/// Fits Platt's sigmoid to decision values `f` and targets `y` by Newton's method with a
-/// backtracking line search (Lin, Lin & Weng 2007). Targets are Platt's regularised
-/// `(N₊+1)/(N₊+2)` and `1/(N₋+2)` instead of 1 and 0, so perfectly separated calibration data
-/// still gives finite `A`, i.e. probabilities strictly inside (0, 1).
-fn fit_platt(f: &[f64], y: &[bool]) -> [f64; 2] {
-    const MAX_ITER: usize = 100;
-    const MIN_STEP: f64 = 1e-10;
-    const SIGMA: f64 = 1e-12; // Hessian ridge: keeps the Newton system solvable
-    const EPS: f64 = 1e-5;
-
-    let n_pos = y.iter().filter(|&&t| t).count() as f64;
-    let n_neg = y.len() as f64 - n_pos;
-    let hi = (n_pos + 1.0) / (n_pos + 2.0);
-    let lo = 1.0 / (n_neg + 2.0);
-    let t: Vec<f64> = y.iter().map(|&p| if p { hi } else { lo }).collect();
-
-    // Negative log-likelihood, written for either sign of A·f + B so nothing overflows.
-    let objective = |a: f64, b: f64| -> f64 {
-        f.iter()
-            .zip(&t)
-            .map(|(&fi, &ti)| {
-                let z = a * fi + b;
-                if z >= 0.0 {
-                    ti * z + (-z).exp().ln_1p()
-                } else {
-                    (ti - 1.0) * z + z.exp().ln_1p()
-                }
-            })
-            .sum()
-    };
-
-    let mut a = 0.0;
-    let mut b = ((n_neg + 1.0) / (n_pos + 1.0)).ln();
-    let mut fval = objective(a, b);
-    for _ in 0..MAX_ITER {
-        let (mut h11, mut h22, mut h21, mut g1, mut g2) = (SIGMA, SIGMA, 0.0, 0.0, 0.0);
-        for (&fi, &ti) in f.iter().zip(&t) {
-            let p = platt_probability(fi, [a, b]);
-            let q = 1.0 - p;
-            let d2 = p * q;
-            h11 += fi * fi * d2;
-            h22 += d2;
-            h21 += fi * d2;
-            let d1 = ti - p;
-            g1 += fi * d1;
-            g2 += d1;
-        }
-        if g1.abs() < EPS && g2.abs() < EPS {
-            break;
-        }
-        let det = h11 * h22 - h21 * h21;
-        let da = -(h22 * g1 - h21 * g2) / det;
-        let db = -(-h21 * g1 + h11 * g2) / det;
-        let gd = g1 * da + g2 * db;
-        let mut step = 1.0;
-        let mut improved = false;
-        while step >= MIN_STEP {
-            let (na, nb) = (a + step * da, b + step * db);
-            let nf = objective(na, nb);
-            if nf < fval + 1e-4 * step * gd {
-                (a, b, fval) = (na, nb, nf);
-                improved = true;
-                break;
-            }
-            step /= 2.0;
-        }
-        if !improved {
-            // No descent possible at working precision: the current (A, B) is as good as
-            // this data allows.
-            break;
-        }
-    }
-    [a, b]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -806,23 +744,5 @@ mod tests {
         }
         assert!(toml::from_str::<SvmConfig>("kernel = \"poly\"").is_err());
         assert!(toml::from_str::<SvmConfig>("cost = 1").is_err());
-    }
-
-    #[test]
-    fn platt_fit_recovers_a_sigmoid() {
-        // Decision values with P(y=1|f) = 1/(1 + exp(−2f)): A ≈ −2, B ≈ 0.
-        let n = 4000;
-        let f: Vec<f64> = (0..n).map(|i| -3.0 + 6.0 * i as f64 / n as f64).collect();
-        let y: Vec<bool> = f
-            .iter()
-            .enumerate()
-            .map(|(i, &fi)| {
-                let p = 1.0 / (1.0 + (-2.0 * fi).exp());
-                // Deterministic "sampling": a low-discrepancy sequence against p.
-                ((i as f64 * 0.618_033_988_749_895) % 1.0) < p
-            })
-            .collect();
-        let [a, b] = fit_platt(&f, &y);
-        assert!((a + 2.0).abs() < 0.15 && b.abs() < 0.1, "A = {a}, B = {b}");
     }
 }

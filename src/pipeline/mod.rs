@@ -14,6 +14,7 @@ pub use crate::config::PipelineConfig;
 pub use crate::features::FeaturesConfig;
 pub use crate::source::SourceConfig;
 
+use crate::decoder::calibration::Calibration;
 use crate::decoder::{AnyDecoder, Decoder};
 use crate::error::Result;
 use crate::features::extractor::{AnyExtractor, ExtractorState};
@@ -43,6 +44,9 @@ pub struct Pipeline {
     windower: Windower,
     extractor: AnyExtractor,
     decoder: Option<AnyDecoder>,
+    /// The model's calibration: decision values → calibrated probabilities (absent: the
+    /// decoder's own probabilities).
+    calibration: Option<Calibration>,
     classes: Vec<String>,
     features: Vec<f32>,
     probabilities: Vec<f64>,
@@ -93,11 +97,11 @@ impl Pipeline {
             .collect();
         let mut extractor = config.features.build_extractor(&labels, rate, window)?;
         let fingerprint = Fingerprint::new(config, labels.clone(), rate, window);
-        let (decoder, classes) = match model {
+        let (decoder, classes, calibration) = match model {
             Some(model) => {
                 model.fingerprint.check(&fingerprint)?;
                 extractor.restore(model.extractor)?;
-                (Some(model.decoder), model.classes)
+                (Some(model.decoder), model.classes, model.calibration)
             }
             None if extractor.needs_fit() => {
                 return Err(crate::Error::Stream(
@@ -106,7 +110,7 @@ impl Pipeline {
                         .into(),
                 ))
             }
-            None => (None, Vec::new()),
+            None => (None, Vec::new(), None),
         };
         let dimension = extractor.names().len();
         let calibrated = decoder
@@ -130,6 +134,7 @@ impl Pipeline {
             extractor,
             probabilities: vec![0.0; classes.len()],
             decoder,
+            calibration,
             classes,
             features: vec![0.0; dimension],
             rate,
@@ -186,6 +191,7 @@ impl Pipeline {
             windower,
             extractor,
             decoder,
+            calibration,
             features,
             probabilities,
             rate,
@@ -213,7 +219,13 @@ impl Pipeline {
                 if *adaptation {
                     decoder.observe(features);
                 }
-                decoder.predict_proba(features, probabilities);
+                match calibration {
+                    Some(calibration) => {
+                        decoder.decision_values(features, probabilities);
+                        calibration.apply(probabilities);
+                    }
+                    None => decoder.predict_proba(features, probabilities),
+                }
                 &probabilities[..]
             });
             on_window(WindowFeatures {

@@ -89,6 +89,55 @@ pub struct DecoderDescription {
     pub version: Option<u64>,
 }
 
+/// The controller's operating point, for `hello` and status: the threshold in force, where it
+/// came from and, when the model learned it at calibration, the precision and command share
+/// expected there. Every field but `source` is optional (clients ignore what they lack).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperatingPointDescription {
+    /// Minimum probability of the winning class; `null` when the learned operating point is
+    /// below `control.min_precision` and no command is sent.
+    pub threshold: Option<f64>,
+    /// `"calibration"` (learned with the model), `"pipeline"` (`[control] threshold`, an
+    /// override) or `"default"` (a model without an operating point: 0.6).
+    pub source: String,
+    /// Learned operating point: the share of commands naming the true class on the
+    /// out-of-fold calibration windows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_precision: Option<f64>,
+    /// Learned operating point: the share of calibration windows that command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_command_share: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_precision: Option<f64>,
+    /// `false`: no threshold reached `target_precision` (a near-chance calibration); the best
+    /// one is in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reached_target: Option<bool>,
+}
+
+impl OperatingPointDescription {
+    /// What `controller` runs with.
+    pub fn of(controller: &crate::control::Controller) -> Self {
+        let op = controller.operating_point();
+        let threshold = controller.threshold();
+        OperatingPointDescription {
+            threshold: threshold.is_finite().then_some(threshold),
+            source: if controller.threshold_overridden() {
+                "pipeline"
+            } else if op.is_some() {
+                "calibration"
+            } else {
+                "default"
+            }
+            .into(),
+            expected_precision: op.map(|o| o.expected_precision),
+            expected_command_share: op.map(|o| o.expected_command_share),
+            target_precision: op.map(|o| o.target_precision),
+            reached_target: op.map(|o| o.reached_target),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
     pub max_message_bytes: usize,
@@ -435,6 +484,43 @@ mod tests {
             parse_client(r#"{"type":"rollback"}"#).unwrap(),
             ClientMessage::Rollback {}
         );
+    }
+
+    #[test]
+    fn operating_point_description_follows_the_controller() {
+        use crate::control::{ControlConfig, OperatingPoint};
+        let classes = vec!["left".to_string(), "right".to_string()];
+        let op = OperatingPoint {
+            threshold: 0.55,
+            expected_precision: 0.75,
+            expected_command_share: 0.6,
+            target_precision: 0.7,
+            reached_target: true,
+            commands: true,
+            windows: 30,
+        };
+        let learned = ControlConfig::default()
+            .build_with(&classes, Some(&op))
+            .unwrap();
+        let d = OperatingPointDescription::of(&learned);
+        assert_eq!(
+            serde_json::to_string(&d).unwrap(),
+            r#"{"threshold":0.55,"source":"calibration","expected_precision":0.75,"expected_command_share":0.6,"target_precision":0.7,"reached_target":true}"#
+        );
+        let fixed = ControlConfig::default().build(&classes).unwrap();
+        let d = OperatingPointDescription::of(&fixed);
+        assert_eq!(
+            serde_json::to_string(&d).unwrap(),
+            r#"{"threshold":0.6,"source":"default"}"#
+        );
+        let silent = OperatingPoint {
+            commands: false,
+            ..op
+        };
+        let c = ControlConfig::default()
+            .build_with(&classes, Some(&silent))
+            .unwrap();
+        assert_eq!(OperatingPointDescription::of(&c).threshold, None);
     }
 
     #[test]
