@@ -560,7 +560,7 @@ impl ClosedLoop {
                 }
             },
             Phase::Online => {
-                let mut changed = self.take_score();
+                let mut changed = self.take_score(engine, sink)?;
                 while let Some(trial) = self.pending.front() {
                     if now + half_sample < trial.decided_at {
                         break;
@@ -706,6 +706,8 @@ enum TrainingNews {
         cv_accuracy: f64,
         cv_auc: Option<f64>,
         trials: usize,
+        /// The fitted model with its probability calibration and operating point.
+        calibrated: Box<Model>,
     },
     ScoreFailed(Error),
 }
@@ -721,7 +723,15 @@ fn train(config: &PipelineConfig, recording: &Recording, news: &mpsc::SyncSender
             return;
         }
     };
-    match evaluate::train(config, &epochs, vec!["closed-loop calibration".into()]) {
+    let fitted = evaluate::train_uncalibrated(config, &epochs, vec!["closed-loop calibration".into()]);
+    let mut calibrated = match &fitted {
+        Ok(model) => model.clone(),
+        Err(_) => {
+            let _ = news.send(TrainingNews::Failed(fitted.err().expect("matched Err")));
+            return;
+        }
+    };
+    match fitted {
         Ok(model) => {
             let fitted = TrainingNews::Fitted {
                 model,
@@ -737,24 +747,28 @@ fn train(config: &PipelineConfig, recording: &Recording, news: &mpsc::SyncSender
             return;
         }
     }
-    let _ = news.send(match evaluate::cross_validate(config, &epochs) {
+    // One cross-validation gives the score and the out-of-fold decision values that
+    // calibrate the probabilities and choose the operating point.
+    let _ = news.send(match evaluate::calibrate(config, &epochs, &mut calibrated) {
         Ok(cv) => TrainingNews::Scored {
             cv_accuracy: cv.accuracy,
             cv_auc: cv.auc,
             trials: epochs.len(),
+            calibrated: Box::new(calibrated),
         },
         Err(e) => TrainingNews::ScoreFailed(e),
     });
 }
 
 impl ClosedLoop {
-    /// Take the cross-validated score when the training thread has sent it; `true` when it
-    /// arrived now.
-    fn take_score(&mut self) -> bool {
+    /// Take the cross-validated score when the training thread has sent it, and load the
+    /// calibrated model it comes with (same weights; calibrated probabilities and the
+    /// learned operating point); `true` when it arrived now.
+    fn take_score(&mut self, engine: &mut Engine, sink: &mut dyn EngineSink) -> Result<bool> {
         let Some(rx) = &self.scoring else {
-            return false;
+            return Ok(false);
         };
-        match rx.try_recv() {
+        Ok(match rx.try_recv() {
             Err(TryRecvError::Empty) => false,
             Err(TryRecvError::Disconnected) => {
                 self.scoring = None;
@@ -764,8 +778,21 @@ impl ClosedLoop {
                 cv_accuracy,
                 cv_auc,
                 trials,
+                calibrated,
             }) => {
                 self.scoring = None;
+                if let Some(path) = &self.saved_model {
+                    // The file this calibration wrote a moment ago gets the calibration too.
+                    match calibrated.save(path) {
+                        Ok(()) => tracing::info!(
+                            "calibrated model saved to {} (probabilities and operating point)",
+                            path.display()
+                        ),
+                        Err(e) => tracing::error!("the calibrated model was not saved: {e}"),
+                    }
+                }
+                engine.load_model(*calibrated, sink)?;
+                self.model_loaded = true;
                 let warning = chance_warning(cv_accuracy, trials, self.counts.len());
                 match &warning {
                     Some(w) => tracing::warn!("{w}"),
@@ -779,11 +806,14 @@ impl ClosedLoop {
             }
             Ok(TrainingNews::ScoreFailed(e)) => {
                 self.scoring = None;
-                tracing::warn!("the calibration could not be cross-validated: {e}");
+                tracing::warn!(
+                    "the calibration could not be cross-validated ({e}): the model keeps its \
+                     own probabilities and the configured or default threshold"
+                );
                 false
             }
             Ok(_) => false,
-        }
+        })
     }
 }
 
