@@ -7,6 +7,7 @@
 //! - [`mlp`]: the plastic multi-layer perceptron that keeps learning online.
 //! - [`metrics`]: accuracy, ROC-AUC, confusion matrix, Cohen's kappa, information transfer rate.
 //! - [`cv`]: seeded stratified k-fold splits.
+//! - [`stats`]: paired Wilcoxon signed-rank and sign tests (`evaluate --online`).
 //!
 //! Labels are class indices `0..classes`. Features arrive as `f32` (what the pipeline makes);
 //! decoders compute in `f64` internally.
@@ -15,6 +16,7 @@ pub mod cv;
 pub mod lda;
 pub mod metrics;
 pub mod mlp;
+pub mod stats;
 pub mod svm;
 
 use ndarray::ArrayView2;
@@ -87,6 +89,7 @@ impl DecoderConfig {
                         "\"auto\" or a number in [0, 1]",
                     );
                 }
+                config.online.check(problems);
             }
             DecoderConfig::Svm(config) => {
                 problems.positive("decoder.c", config.c, f64::MAX, "a positive number");
@@ -193,6 +196,25 @@ fn check_mlp(config: &mlp::MlpConfig, p: &mut Problems) {
         0.0,
         1.0,
         "[0, 1]",
+    );
+    p.require(
+        online.replay_per_class <= mlp::MAX_REPLAY_PER_CLASS,
+        "decoder.online.replay_per_class",
+        online.replay_per_class,
+        "0..=256",
+    );
+    p.closed(
+        "decoder.online.experience_horizon",
+        online.experience_horizon,
+        1.0,
+        1e6,
+        "[1, 1e6] updates",
+    );
+    p.positive(
+        "decoder.online.max_drift",
+        online.max_drift,
+        f64::MAX,
+        "(0, ∞)",
     );
 }
 

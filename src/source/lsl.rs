@@ -253,7 +253,8 @@ impl LslConfig {
 pub fn microvolts_per_unit(unit: &str) -> Option<f32> {
     let unit = unit.trim();
     if let Ok(power) = unit.parse::<i32>() {
-        const FIFF_MULTIPLIERS: [i32; 15] = [12, 9, 6, 3, 2, 1, 0, -1, -2, -3, -6, -9, -12, -15, -18];
+        const FIFF_MULTIPLIERS: [i32; 15] =
+            [12, 9, 6, 3, 2, 1, 0, -1, -2, -3, -6, -9, -12, -15, -18];
         return FIFF_MULTIPLIERS
             .contains(&power)
             .then(|| 10f32.powi(power + 6));
@@ -933,8 +934,7 @@ mod inlet {
                     }
                     Ok(t) if t != 0.0 => {
                         // MNE-LSL writes -1 for an annotation without duration.
-                        for (value, label) in self.marker_sample.iter().zip(&self.marker_channels)
-                        {
+                        for (value, label) in self.marker_sample.iter().zip(&self.marker_channels) {
                             let value: f64 = value.trim().parse().unwrap_or(0.0);
                             if value != 0.0 && value.is_finite() {
                                 events.push(Event::new(
