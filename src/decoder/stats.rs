@@ -1,7 +1,7 @@
 //! Paired tests for comparing two decoders on the same subjects: the Wilcoxon signed-rank test
 //! and the sign test, two-sided, as scipy computes them (`scipy.stats.wilcoxon` with its
-//! defaults, `scipy.stats.binomtest(k, n, 0.5)`); the unit tests hold reference values from
-//! scipy 1.x.
+//! defaults, `scipy.stats.binomtest(k, n, 0.5)`); `tests/stats.rs` checks them against reference values
+//! from scipy 1.17.1.
 //!
 //! - Wilcoxon: zero differences are dropped (`zero_method = "wilcox"`); tied absolute
 //!   differences get their average rank. Without ties and with at most 50 pairs the p-value is
@@ -200,68 +200,4 @@ pub fn sign_test(k: usize, n: usize) -> f64 {
 /// Standard normal CDF (through `libm::erfc`, the musl implementation).
 pub fn normal_cdf(z: f64) -> f64 {
     0.5 * libm::erfc(-z / std::f64::consts::SQRT_2)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn close(a: f64, b: f64, rel: f64) -> bool {
-        (a - b).abs() <= rel * b.abs().max(1e-300)
-    }
-
-    #[test]
-    fn normal_cdf_matches_reference() {
-        // scipy.stats.norm.cdf
-        for (z, p) in REFERENCE_NORM {
-            assert!(
-                close(normal_cdf(z), p, 1e-12),
-                "{z}: {} vs {p}",
-                normal_cdf(z)
-            );
-        }
-    }
-
-    #[test]
-    fn sign_test_matches_scipy_binomtest() {
-        for (k, n, p) in REFERENCE_SIGN {
-            assert!(
-                close(sign_test(k, n), p, 1e-10),
-                "{k}/{n}: {}",
-                sign_test(k, n)
-            );
-        }
-    }
-
-    #[test]
-    fn wilcoxon_matches_scipy() {
-        for (a, b, stat, p) in reference_wilcoxon() {
-            let t = paired(&a, &b).unwrap();
-            assert!(
-                close(t.wilcoxon_statistic, stat, 1e-12),
-                "{a:?}: statistic {} vs {stat}",
-                t.wilcoxon_statistic
-            );
-            assert!(
-                close(t.wilcoxon_p, p, 1e-9),
-                "{a:?}: p {} vs {p}",
-                t.wilcoxon_p
-            );
-        }
-    }
-
-    #[test]
-    fn paired_counts_and_refusals() {
-        let t = paired(&[0.6, 0.7, 0.5, 0.8], &[0.5, 0.7, 0.6, 0.6]).unwrap();
-        assert_eq!((t.better, t.worse, t.ties, t.pairs), (2, 1, 1, 4));
-        assert!((t.mean_difference - 0.05).abs() < 1e-12);
-        assert!(paired(&[1.0], &[1.0, 2.0]).is_none());
-        assert!(paired(&[], &[]).is_none());
-        assert!(paired(&[f64::NAN], &[1.0]).is_none());
-        // All equal: nothing to test.
-        let t = paired(&[0.5, 0.5], &[0.5, 0.5]).unwrap();
-        assert_eq!((t.wilcoxon_p, t.sign_p), (1.0, 1.0));
-    }
-
-    include!("stats_reference.rs");
 }
