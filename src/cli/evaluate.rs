@@ -316,6 +316,15 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     Ok(())
 }
 
+/// A p-value with four decimals, or two significant digits below 0.001.
+fn p_value(p: f64) -> String {
+    if p < 1e-3 {
+        format!("{p:.1e}")
+    } else {
+        format!("{p:.4}")
+    }
+}
+
 fn fmt(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into())
 }
@@ -360,16 +369,16 @@ fn print_online(rows: &[Row], means: &[evaluate::ArmScore; 3], tests: &[evaluate
         for (metric, test) in [("accuracy", &t.accuracy), ("auc", &t.auc)] {
             if let Some(x) = test {
                 println!(
-                    "    {:<40} {:<8} diff {:+.3}  {:>2}/{:>2}/{:>2}  wilcoxon p {:.4}{}  sign p {:.4}",
+                    "    {:<40} {:<8} diff {:+.3}  {:>2}/{:>2}/{:>2}  wilcoxon p {}{}  sign p {}",
                     t.pair,
                     metric,
                     x.mean_difference,
                     x.better,
                     x.worse,
                     x.ties,
-                    x.wilcoxon_p,
+                    p_value(x.wilcoxon_p),
                     if x.exact { "" } else { " (normal approx.)" },
-                    x.sign_p
+                    p_value(x.sign_p)
                 );
             }
         }
