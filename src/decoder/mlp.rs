@@ -924,9 +924,10 @@ impl PlasticMlp {
     }
 
     /// Stores `features` in the replay ring of `label` and leaves in the scratch gradient the
-    /// class-balanced gradient: the mean over classes of the mean gradient of each class's
-    /// held examples (standardised with the current normaliser). `false` (no gradient) while
-    /// some class has no example. Allocates the ring once per fit or load.
+    /// class-balanced gradient: the mean over the classes holding examples of the mean gradient
+    /// of each class's held examples (standardised with the current normaliser). `false` (no
+    /// gradient) while fewer than two classes have examples. Allocates the ring once per fit
+    /// or load.
     fn replay_step(&mut self, features: &[f32], label: usize, k: usize) -> bool {
         let (d, classes) = (self.sizes[0], self.classes);
         let plastic = &mut self.plastic;
@@ -940,7 +941,10 @@ impl PlasticMlp {
         plastic.replay[at..at + d].copy_from_slice(features);
         plastic.next[label] = (slot + 1) % k;
         plastic.held[label] = (plastic.held[label] + 1).min(k);
-        if plastic.held.contains(&0) {
+        // Balanced over the classes that have examples; at least two of them (a class never
+        // labelled, e.g. rest when feedback only names left and right, does not block learning).
+        let present = plastic.held.iter().filter(|&&h| h > 0).count();
+        if present < 2 {
             return false;
         }
         let clip = self.config.online.outlier_z;
@@ -948,7 +952,10 @@ impl PlasticMlp {
         grad.fill(0.0);
         for class in 0..classes {
             let held = plastic.held[class];
-            let scale = 1.0 / (classes * held) as f64;
+            if held == 0 {
+                continue;
+            }
+            let scale = 1.0 / (present * held) as f64;
             for i in 0..held {
                 let at = (class * k + i) * d;
                 self.normalizer
@@ -1187,8 +1194,7 @@ impl Decoder for PlasticMlp {
                 grad,
             );
         } else if !self.replay_step(features, label, k) {
-            // Not every class has an example yet: a step now would lean towards the classes
-            // seen so far.
+            // Fewer than two classes labelled yet: a step now would lean towards the one seen.
             return false;
         }
         // No weight decay online: applied at every one of the thousands of steps of a session it
