@@ -491,7 +491,9 @@ impl Adaptive {
             return None;
         }
         let max = lda.cov_diag.iter().fold(0.0f64, |m, &v| m.max(v));
-        if !(max > 0.0) || lda.cov_diag.iter().any(|&v| !(v > max * 1e-12)) {
+        // `max` is NaN-free (`f64::max` skips NaN); a NaN entry fails `v > floor`.
+        let floor = max * 1e-12;
+        if max <= 0.0 || lda.cov_diag.iter().any(|&v| v.is_nan() || v <= floor) {
             return None;
         }
         let capacity = n + ONLINE_ROWS;
