@@ -354,10 +354,18 @@ fn plastic_decoder_learns_online_and_its_version_moves() {
     let all: Vec<usize> = (0..calibration.len()).collect();
     let mut trained = evaluate::fit(&config, &calibration, &all).unwrap();
     let version = trained.decoder.as_mlp().unwrap().version();
-    let x = evaluate::feature_matrix(&mut trained.extractor, &session, &[0]);
-    assert!(trained
+    // Class-balanced replay steps once two classes have a labelled example.
+    let other = (0..session.len())
+        .find(|&i| session.labels[i] != session.labels[0])
+        .unwrap();
+    let x = evaluate::feature_matrix(&mut trained.extractor, &session, &[0, other]);
+    assert!(!trained
         .decoder
         .update(x.row(0).as_slice().unwrap(), session.labels[0]));
+    assert_eq!(trained.decoder.as_mlp().unwrap().version(), version);
+    assert!(trained
+        .decoder
+        .update(x.row(1).as_slice().unwrap(), session.labels[other]));
     assert_eq!(trained.decoder.as_mlp().unwrap().version(), version + 1);
 }
 

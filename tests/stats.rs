@@ -1,6 +1,6 @@
 //! The paired tests of `evaluate --online` (src/decoder/stats.rs) against reference values from
 //! scipy 1.17.1 (`scipy.stats.norm.cdf`, `binomtest`, `wilcoxon` with its defaults), written to
-//! tests/stats_reference.rs by `python3 tests/stats_reference.py > tests/stats_reference.rs`
+//! tests/fixtures/stats_reference.rs by `python3 tests/fixtures/stats_reference.py > …`
 //! (then `np.float64(x)` → `x`).
 
 use neurostream::decoder::stats::{normal_cdf, paired, sign_test};
@@ -62,4 +62,4 @@ fn paired_counts_and_refusals() {
     assert_eq!((t.wilcoxon_p, t.sign_p), (1.0, 1.0));
 }
 
-include!("stats_reference.rs");
+include!("fixtures/stats_reference.rs");
