@@ -4,6 +4,9 @@
 //! (adaptive must beat frozen), a stationary one (adaptive must not lose). Each trial is
 //! decided first, then its label is revealed (`update`), as in `evaluate --online`.
 
+// Index loops read as the matrix formulas they check.
+#![allow(clippy::needless_range_loop)]
+
 use ndarray::Array2;
 use neurostream::decoder::lda::{Lda, LdaConfig, LdaOnlineConfig};
 use neurostream::decoder::mlp::{MlpConfig, PlasticMlp};
