@@ -391,6 +391,12 @@ impl Engine {
         self.pipeline.set_adaptation(false);
     }
 
+    /// Stop supervised steps only (feedback is still recorded, `applied: false`); unsupervised
+    /// adaptation goes on: the unsupervised-only arm of `evaluate --online`.
+    pub fn unsupervised_only(&mut self) {
+        self.pipeline.set_supervised(false);
+    }
+
     /// Process one item from a source.
     pub fn on_item(&mut self, item: SourceItem, sink: &mut dyn EngineSink) -> Result<()> {
         match item {

@@ -435,14 +435,17 @@ pub fn holdout_detailed(
     })
 }
 
-/// Online session replay: adapting vs frozen.
+/// Online session replay: the same calibrated model three ways.
 #[derive(Debug, Clone, Serialize)]
 pub struct OnlineOutcome {
     pub calibration_trials: usize,
     pub online_trials: usize,
-    /// The decoder that kept learning (supervised updates after each trial's label is revealed,
-    /// unsupervised normalisation, tangent-space re-centring), as a live session would.
+    /// Unsupervised + supervised: every unsupervised step (tangent-space re-centring, the
+    /// decoder's `observe`) plus a supervised step after each trial once its label is revealed,
+    /// as a live session with cued trials would.
     pub adaptive: Report,
+    /// Unsupervised steps only: the labels are given as feedback but not learned (free mode).
+    pub unsupervised: Report,
     /// The same decoder frozen after calibration.
     pub frozen: Report,
     /// Supervised updates the adaptive decoder accepted.
@@ -570,10 +573,10 @@ fn online_run(
 }
 
 /// Calibrate on `calibration`, then stream the `session` recordings through the session
-/// [`Engine`] exactly as the live service would, twice: once adapting (unsupervised steps on
-/// every window, each trial's label given as feedback once its decision is taken) and once
-/// frozen after calibration. Trials are scored on the probabilities of the latest window when
-/// their decision window completes.
+/// [`Engine`] exactly as the live service would, three times: adapting (unsupervised steps on
+/// every window, each trial's label given as feedback once its decision is taken), with the
+/// unsupervised steps only, and frozen after calibration. Trials are scored on the
+/// probabilities of the latest window when their decision window completes.
 pub fn online(
     config: &PipelineConfig,
     calibration: &Epochs,
@@ -586,15 +589,22 @@ pub fn online(
         .map(|s| s.info.clone())
         .ok_or_else(|| Error::Stream("no online recordings with a signal".into()))?;
     let mut adaptive = Engine::build(config, &info, Some(model.clone()))?;
+    let mut unsupervised = Engine::build(config, &info, Some(model.clone()))?;
+    unsupervised.unsupervised_only();
     let mut frozen = Engine::build(config, &info, Some(model))?;
     frozen.freeze();
     let adaptive_trials = online_run(&mut adaptive, config, session)?;
+    let unsupervised_trials = online_run(&mut unsupervised, config, session)?;
     let frozen_trials = online_run(&mut frozen, config, session)?;
-    // Both engines see the same windows; a trial without a decided window (none complete yet)
-    // is left out of both.
+    // The engines see the same windows; a trial without a decided window (none complete yet)
+    // is left out of all three.
     let classes = config.training.classes.len();
     let kept: Vec<usize> = (0..adaptive_trials.len())
-        .filter(|&i| adaptive_trials[i].1.is_some() && frozen_trials[i].1.is_some())
+        .filter(|&i| {
+            adaptive_trials[i].1.is_some()
+                && unsupervised_trials[i].1.is_some()
+                && frozen_trials[i].1.is_some()
+        })
         .collect();
     let labels: Vec<usize> = kept.iter().map(|&i| adaptive_trials[i].0).collect();
     let matrix = |trials: &[(usize, Option<Vec<f64>>)]| {
@@ -607,14 +617,16 @@ pub fn online(
         }
         p
     };
-    let p_adaptive = matrix(&adaptive_trials);
-    let p_frozen = matrix(&frozen_trials);
     let sps = Some(seconds_per_selection(config));
+    let report = |trials: &[(usize, Option<Vec<f64>>)]| {
+        Report::from_probabilities(&labels, matrix(trials).view(), sps)
+    };
     Ok(OnlineOutcome {
         calibration_trials: calibration.len(),
         online_trials: kept.len(),
-        adaptive: Report::from_probabilities(&labels, p_adaptive.view(), sps)?,
-        frozen: Report::from_probabilities(&labels, p_frozen.view(), sps)?,
+        adaptive: report(&adaptive_trials)?,
+        unsupervised: report(&unsupervised_trials)?,
+        frozen: report(&frozen_trials)?,
         updates_applied: adaptive.summary().feedback_applied as usize,
         final_learning_rate: adaptive
             .pipeline()
@@ -622,4 +634,45 @@ pub fn online(
             .and_then(|d| d.as_mlp())
             .map(|m| m.learning_rate()),
     })
+}
+
+/// One arm of the online comparison per subject: accuracy and AUC.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ArmScore {
+    pub accuracy: f64,
+    pub auc: Option<f64>,
+}
+
+/// Paired tests between two arms over subjects, for accuracy and (when every subject has
+/// one) AUC.
+#[derive(Debug, Clone, Serialize)]
+pub struct ArmComparison {
+    /// e.g. "unsupervised vs frozen": the first arm minus the second.
+    pub pair: String,
+    pub accuracy: Option<crate::decoder::stats::PairedTest>,
+    pub auc: Option<crate::decoder::stats::PairedTest>,
+}
+
+/// The three pairwise comparisons of `evaluate --online` from per-subject scores of the arms
+/// frozen, unsupervised-only, and unsupervised + supervised (in that order of `arms`).
+pub fn compare_arms(arms: [(&str, &[ArmScore]); 3]) -> Vec<ArmComparison> {
+    use crate::decoder::stats::paired;
+    let pairs = [(1, 0), (2, 1), (2, 0)];
+    pairs
+        .iter()
+        .map(|&(a, b)| {
+            let (name_a, score_a) = arms[a];
+            let (name_b, score_b) = arms[b];
+            let acc = |s: &[ArmScore]| s.iter().map(|x| x.accuracy).collect::<Vec<f64>>();
+            let auc = |s: &[ArmScore]| s.iter().map(|x| x.auc).collect::<Option<Vec<f64>>>();
+            ArmComparison {
+                pair: format!("{name_a} vs {name_b}"),
+                accuracy: paired(&acc(score_a), &acc(score_b)),
+                auc: match (auc(score_a), auc(score_b)) {
+                    (Some(x), Some(y)) => paired(&x, &y),
+                    _ => None,
+                },
+            }
+        })
+        .collect()
 }

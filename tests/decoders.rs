@@ -142,6 +142,7 @@ fn all_decoders() -> Vec<(&'static str, Model)> {
             "lda 0.1",
             Model::Lda(Lda::new(LdaConfig {
                 shrinkage: Shrinkage::Fixed(0.1),
+                ..LdaConfig::default()
             })),
         ),
         (
@@ -163,7 +164,10 @@ fn check_lda_against(set: &Value, key: &str, shrinkage: Shrinkage) {
     let y = labels(&set["y"]);
     let xt = matrix(&set["x_test"]);
     let expected = matrix_f64(&set[key]);
-    let mut lda = Lda::new(LdaConfig { shrinkage });
+    let mut lda = Lda::new(LdaConfig {
+        shrinkage,
+        ..LdaConfig::default()
+    });
     lda.fit(x.view(), &y).unwrap();
     let got = proba_rows(&mut lda, xt.view());
     let worst = (&got - &expected)
@@ -446,6 +450,7 @@ fn fit_errors_are_clear() {
     let (x, y) = synthetic(6, 10, 2, 2.0, 9);
     let mut lda = Lda::new(LdaConfig {
         shrinkage: Shrinkage::Fixed(0.0),
+        ..LdaConfig::default()
     });
     let e = lda.fit(x.view(), &y).unwrap_err().to_string();
     assert!(
@@ -466,7 +471,8 @@ fn pipeline_config_errors_name_the_key() {
     assert_eq!(
         parse("kind = \"lda\"\nshrinkage = 0.5").unwrap(),
         DecoderConfig::Lda(LdaConfig {
-            shrinkage: Shrinkage::Fixed(0.5)
+            shrinkage: Shrinkage::Fixed(0.5),
+            ..LdaConfig::default()
         })
     );
     let e = parse("kind = \"lda\"\nshrinkage = 2").unwrap_err();

@@ -339,7 +339,14 @@ fn plastic_decoder_learns_online_and_its_version_moves() {
     );
     // Every cue with a full window is a trial, decided by the engine as live.
     assert_eq!(outcome.online_trials, session.len());
-    assert_eq!(outcome.updates_applied, session.len());
+    // The MLP's class-balanced replay declines steps until every class has a labelled
+    // example: the leading run of the first label.
+    let leading = session
+        .labels
+        .iter()
+        .take_while(|&&l| l == session.labels[0])
+        .count();
+    assert_eq!(outcome.updates_applied, session.len() - leading);
     assert!(outcome.frozen.accuracy > 0.7, "{}", outcome.frozen.accuracy);
     assert!(outcome.final_learning_rate.is_some());
 
@@ -347,10 +354,18 @@ fn plastic_decoder_learns_online_and_its_version_moves() {
     let all: Vec<usize> = (0..calibration.len()).collect();
     let mut trained = evaluate::fit(&config, &calibration, &all).unwrap();
     let version = trained.decoder.as_mlp().unwrap().version();
-    let x = evaluate::feature_matrix(&mut trained.extractor, &session, &[0]);
-    assert!(trained
+    // Class-balanced replay steps once two classes have a labelled example.
+    let other = (0..session.len())
+        .find(|&i| session.labels[i] != session.labels[0])
+        .unwrap();
+    let x = evaluate::feature_matrix(&mut trained.extractor, &session, &[0, other]);
+    assert!(!trained
         .decoder
         .update(x.row(0).as_slice().unwrap(), session.labels[0]));
+    assert_eq!(trained.decoder.as_mlp().unwrap().version(), version);
+    assert!(trained
+        .decoder
+        .update(x.row(1).as_slice().unwrap(), session.labels[other]));
     assert_eq!(trained.decoder.as_mlp().unwrap().version(), version + 1);
 }
 

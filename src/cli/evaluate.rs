@@ -29,11 +29,16 @@ pub struct EvaluateArgs {
     /// this text (e.g. R12), instead of k-fold cross-validation.
     #[arg(long, conflicts_with = "online")]
     pub holdout: Option<String>,
-    /// Calibrate on each subject's first run (file-name order), then decode the later runs
-    /// trial by trial, revealing each label after its trial; compare the adapting decoder with
-    /// the same decoder frozen after calibration.
+    /// Calibrate on each subject's first run(s) (file-name order, see --calibration-runs), then
+    /// decode the later runs trial by trial, revealing each label after its trial; compare the
+    /// same calibrated decoder frozen, with unsupervised adaptation only, and with unsupervised
+    /// adaptation plus a supervised step per revealed label, with paired tests over subjects.
     #[arg(long)]
     pub online: bool,
+    /// With --online: how many of each subject's first runs calibrate (1: R04 → R08+R12;
+    /// 2: R04+R08 → R12).
+    #[arg(long, default_value_t = 1, requires = "online")]
+    pub calibration_runs: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -111,8 +116,8 @@ struct Row {
     saturated: Option<f64>,
     decision_auc: Option<f64>,
     extra: String,
-    /// Accuracy and AUC of the frozen copy (online mode).
-    frozen: Option<(f64, Option<f64>)>,
+    /// Frozen, unsupervised-only and adaptive scores (online mode).
+    arms: Option<[evaluate::ArmScore; 3]>,
     json: serde_json::Value,
 }
 
@@ -129,7 +134,7 @@ fn row_from_report(subject: &str, report: &Report, extra: String, json: serde_js
         saturated: report.saturated,
         decision_auc: report.decision_auc,
         extra,
-        frozen: None,
+        arms: None,
         json,
     }
 }
@@ -221,29 +226,36 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
                     row_from_report(&subject.name, &outcome.report, extra, json)
                 }
                 _ => {
-                    let first = subject.files.first().cloned().unwrap_or_default();
-                    let (calibration, session) = split(subject, |f| f != first);
-                    let calibration = cut(&calibration, &config, "calibration", &subject.name)?;
-                    if session.is_empty() {
+                    let runs = args.calibration_runs;
+                    if runs == 0 || subject.files.len() <= runs {
                         return Err(Error::Other(format!(
-                            "subject {}: no later recordings for the online session",
-                            subject.name
+                            "subject {}: {} recording(s), --calibration-runs {runs}: need at \
+                             least one calibration run and one later run for the online session",
+                            subject.name,
+                            subject.files.len()
                         )));
                     }
+                    let calibration_files = &subject.files[..runs];
+                    let (calibration, session) =
+                        split(subject, |f| !calibration_files.iter().any(|c| c == f));
+                    let calibration = cut(&calibration, &config, "calibration", &subject.name)?;
                     let outcome = evaluate::online(&config, &calibration, &session)?;
+                    let score = |r: &Report| evaluate::ArmScore {
+                        accuracy: r.accuracy,
+                        auc: r.auc,
+                    };
+                    let arms = [
+                        score(&outcome.frozen),
+                        score(&outcome.unsupervised),
+                        score(&outcome.adaptive),
+                    ];
                     let extra = format!(
-                        "frozen acc {:.3}{}; {} updates",
-                        outcome.frozen.accuracy,
-                        outcome
-                            .frozen
-                            .auc
-                            .map(|a| format!(" auc {a:.3}"))
-                            .unwrap_or_default(),
-                        outcome.updates_applied
+                        "{} calibration / {} online trials; {} updates",
+                        outcome.calibration_trials, outcome.online_trials, outcome.updates_applied
                     );
                     let json = json!({"subject": subject.name, "online": outcome});
                     let mut row = row_from_report(&subject.name, &outcome.adaptive, extra, json);
-                    row.frozen = Some((outcome.frozen.accuracy, outcome.frozen.auc));
+                    row.arms = Some(arms);
                     row
                 }
             };
@@ -257,7 +269,23 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
             .iter()
             .filter_map(|r| Some((r.auc? - r.decision_auc?).abs()))
             .fold(None, |m: Option<f64>, g| Some(m.map_or(g, |m| m.max(g))));
-        all_json.push(json!({
+        let arms: Option<Vec<[evaluate::ArmScore; 3]>> = rows.iter().map(|r| r.arms).collect();
+        let online = arms.map(|arms| {
+            let arm = |i: usize| arms.iter().map(|a| a[i]).collect::<Vec<_>>();
+            let (frozen, unsup, both) = (arm(0), arm(1), arm(2));
+            let means = [&frozen, &unsup, &both].map(|a| {
+                let acc = a.iter().map(|s| s.accuracy).sum::<f64>() / n;
+                let auc = a.iter().map(|s| s.auc).sum::<Option<f64>>().map(|s| s / n);
+                evaluate::ArmScore { accuracy: acc, auc }
+            });
+            let tests = evaluate::compare_arms([
+                ("frozen", &frozen),
+                ("unsupervised", &unsup),
+                ("unsupervised+supervised", &both),
+            ]);
+            (means, tests)
+        });
+        let mut entry = json!({
             "mean_brier": mean_of(&rows, |r| r.brier),
             "mean_log_loss": mean_of(&rows, |r| r.log_loss),
             "mean_ece": mean_of(&rows, |r| r.ece),
@@ -270,8 +298,18 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
             "subjects": rows.iter().map(|r| r.json.clone()).collect::<Vec<_>>(),
             "mean_accuracy": mean_acc,
             "mean_auc": mean_auc,
-        }));
-        tables.push((name, rows, mean_acc, mean_auc, max_auc_gap));
+        });
+        if let Some((means, tests)) = &online {
+            entry["calibration_runs"] = json!(args.calibration_runs);
+            entry["mean"] = json!({
+                "frozen": means[0],
+                "unsupervised": means[1],
+                "unsupervised_supervised": means[2],
+            });
+            entry["paired_tests"] = json!(tests);
+        }
+        all_json.push(entry);
+        tables.push((name, rows, mean_acc, mean_auc, max_auc_gap, online));
     }
     bar.finish_and_clear();
     if args.json {
@@ -282,19 +320,26 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let fmt = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
     let heading = match mode {
-        "cv" => "cross-validated (mean over folds)",
-        "holdout" => "held-out runs",
-        _ => "online, adapting decoder (frozen copy in the last column)",
+        "cv" => "cross-validated (mean over folds)".to_owned(),
+        "holdout" => "held-out runs".to_owned(),
+        _ => format!(
+            "online: calibrate on each subject's first {} run(s), decode the rest trial by trial \
+             (label revealed after each trial)",
+            args.calibration_runs
+        ),
     };
     println!("{heading}");
     let pct = |v: Option<f64>| {
         v.map(|v| format!("{:.1}%", 100.0 * v))
             .unwrap_or_else(|| "-".into())
     };
-    for (name, rows, mean_acc, mean_auc, max_auc_gap) in tables {
+    for (name, rows, mean_acc, mean_auc, max_auc_gap, online) in tables {
         println!("\n{name}");
+        if let Some((means, tests)) = online {
+            print_online(&rows, &means, &tests);
+            continue;
+        }
         println!(
             "  {:<8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>7} {:>8} {:>7} {:>7}  notes",
             "subject",
@@ -340,22 +385,75 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
                 .map(|g| format!("largest |roc-auc − dec-auc| {g:.4}"))
                 .unwrap_or_default()
         );
-        let frozen: Option<Vec<(f64, Option<f64>)>> = rows.iter().map(|r| r.frozen).collect();
-        if let Some(frozen) = frozen {
-            let n = frozen.len() as f64;
-            let acc = frozen.iter().map(|f| f.0).sum::<f64>() / n;
-            let auc: Option<f64> = frozen
-                .iter()
-                .map(|f| f.1)
-                .sum::<Option<f64>>()
-                .map(|s| s / n);
-            println!(
-                "  {:<8} {:>8.3} {:>8}  (the same decoder frozen after calibration)",
-                "frozen",
-                acc,
-                fmt(auc)
-            );
-        }
     }
     Ok(())
+}
+
+/// A p-value with four decimals, or two significant digits below 0.001.
+fn p_value(p: f64) -> String {
+    if p < 1e-3 {
+        format!("{p:.1e}")
+    } else {
+        format!("{p:.4}")
+    }
+}
+
+fn fmt(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into())
+}
+
+/// The online table: per subject accuracy / AUC of the three arms, the means, and the paired
+/// tests between each pair of arms.
+fn print_online(rows: &[Row], means: &[evaluate::ArmScore; 3], tests: &[evaluate::ArmComparison]) {
+    println!(
+        "  {:<8} {:>15} {:>15} {:>15}  notes",
+        "", "frozen", "unsupervised", "unsup+sup"
+    );
+    println!(
+        "  {:<8} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "subject", "acc", "auc", "acc", "auc", "acc", "auc"
+    );
+    for r in rows {
+        let Some(arms) = r.arms else { continue };
+        println!(
+            "  {:<8} {:>7.3} {:>7} {:>7.3} {:>7} {:>7.3} {:>7}  {}",
+            r.subject,
+            arms[0].accuracy,
+            fmt(arms[0].auc),
+            arms[1].accuracy,
+            fmt(arms[1].auc),
+            arms[2].accuracy,
+            fmt(arms[2].auc),
+            r.extra
+        );
+    }
+    println!(
+        "  {:<8} {:>7.3} {:>7} {:>7.3} {:>7} {:>7.3} {:>7}",
+        "mean",
+        means[0].accuracy,
+        fmt(means[0].auc),
+        means[1].accuracy,
+        fmt(means[1].auc),
+        means[2].accuracy,
+        fmt(means[2].auc),
+    );
+    println!("  paired tests over subjects (two-sided; better/worse/tied subjects):");
+    for t in tests {
+        for (metric, test) in [("accuracy", &t.accuracy), ("auc", &t.auc)] {
+            if let Some(x) = test {
+                println!(
+                    "    {:<40} {:<8} diff {:+.3}  {:>2}/{:>2}/{:>2}  wilcoxon p {}{}  sign p {}",
+                    t.pair,
+                    metric,
+                    x.mean_difference,
+                    x.better,
+                    x.worse,
+                    x.ties,
+                    p_value(x.wilcoxon_p),
+                    if x.exact { "" } else { " (normal approx.)" },
+                    p_value(x.sign_p)
+                );
+            }
+        }
+    }
 }

@@ -113,6 +113,72 @@ pub struct LdaConfig {
     /// `"auto"` (Ledoit–Wolf, default) or a fixed intensity in `[0, 1]`.
     #[serde(default)]
     pub shrinkage: Shrinkage,
+    /// `[decoder.online]`: how the discriminant keeps adapting while it runs.
+    #[serde(default)]
+    pub online: LdaOnlineConfig,
+}
+
+/// `[decoder.online]` for `kind = "lda"`: adaptive LDA with exponential forgetting.
+///
+/// - `mean_rate` η_μ: after a labelled trial `x` of class `y`, `μ_y ← (1 − η_μ) μ_y + η_μ x`.
+/// - `covariance_rate` η_Σ: the sample part `S` of the shrunk pooled covariance
+///   `Σ = D + S` (`D` the shrinkage target fixed at calibration) forgets by `1 − η_Σ` and
+///   takes `η_Σ (1 − s̄) u uᵀ`, `u = x − μ_y` (`s̄` the calibration shrinkage), so the
+///   shrinkage a small calibration set needed is kept however long the session runs.
+/// - `tracking_rate` η_g (unsupervised, every window): the global mean `m = Σ_k p_k μ_k`
+///   moves towards the window, `δ = η_g (x − m)`, and every class mean moves by `δ` (bias
+///   adaptation; the discriminant directions are unchanged).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LdaOnlineConfig {
+    /// Weight of a labelled trial in its class mean, [0, 0.5] (0: class means fixed).
+    pub mean_rate: f64,
+    /// Weight of a labelled trial in the pooled covariance, [0, 0.5] (0: covariance fixed).
+    pub covariance_rate: f64,
+    /// Per-window weight of unsupervised global-mean tracking, [0, 0.1] (0: off).
+    pub tracking_rate: f64,
+}
+
+impl Default for LdaOnlineConfig {
+    fn default() -> Self {
+        LdaOnlineConfig {
+            mean_rate: DEFAULT_MEAN_RATE,
+            covariance_rate: DEFAULT_COVARIANCE_RATE,
+            tracking_rate: DEFAULT_TRACKING_RATE,
+        }
+    }
+}
+
+/// Defaults of [`LdaOnlineConfig`] (see `docs/decoding.md`, "Online adaptation").
+pub const DEFAULT_MEAN_RATE: f64 = 0.05;
+pub const DEFAULT_COVARIANCE_RATE: f64 = 0.05;
+pub const DEFAULT_TRACKING_RATE: f64 = 0.0;
+
+impl LdaOnlineConfig {
+    /// Every range into `problems` (keys `decoder.online.…`).
+    pub fn check(&self, problems: &mut crate::validate::Problems) {
+        problems.closed(
+            "decoder.online.mean_rate",
+            self.mean_rate,
+            0.0,
+            0.5,
+            "[0, 0.5] (0: class means fixed)",
+        );
+        problems.closed(
+            "decoder.online.covariance_rate",
+            self.covariance_rate,
+            0.0,
+            0.5,
+            "[0, 0.5] (0: covariance fixed)",
+        );
+        problems.closed(
+            "decoder.online.tracking_rate",
+            self.tracking_rate,
+            0.0,
+            0.1,
+            "[0, 0.1] per window (0: off)",
+        );
+    }
 }
 
 /// Shrinkage LDA decoder. Serialisable: a model file stores it with its fitted parameters.
@@ -130,6 +196,22 @@ pub struct Lda {
     intercept: Vec<f64>,
     /// Shrinkage intensity actually applied to each class covariance.
     shrinkage_applied: Vec<f64>,
+    /// The pooled covariance as `Σ = diag(cov_diag) + Σ_r cov_weights[r] · r rᵀ` over the
+    /// centred calibration rows `cov_rows` (row-major, one per calibration example): what the
+    /// online covariance update starts from. Empty in model files written before adaptive LDA
+    /// (those do not learn online: `update` declines).
+    #[serde(default)]
+    cov_diag: Vec<f64>,
+    #[serde(default)]
+    cov_rows: Vec<f64>,
+    #[serde(default)]
+    cov_weights: Vec<f64>,
+    /// `1 − s̄`: the weight of the sample part in the shrunk covariance.
+    #[serde(default)]
+    sample_weight: f64,
+    /// Online state, built from the fields above on the first supervised step; derived.
+    #[serde(skip)]
+    online: Option<Box<Adaptive>>,
 }
 
 impl Lda {
@@ -144,6 +226,11 @@ impl Lda {
             coef: Vec::new(),
             intercept: Vec::new(),
             shrinkage_applied: Vec::new(),
+            cov_diag: Vec::new(),
+            cov_rows: Vec::new(),
+            cov_weights: Vec::new(),
+            sample_weight: 0.0,
+            online: None,
         }
     }
 
@@ -212,22 +299,43 @@ impl Decoder for Lda {
         let mut means = Array2::<f64>::zeros((classes, d));
         let mut sigma = Array2::<f64>::zeros((d, d));
         let mut applied = Vec::with_capacity(classes);
+        let mut cov_diag = vec![0.0; d];
+        let mut cov_rows = Vec::with_capacity(n * d);
+        let mut cov_weights = Vec::with_capacity(n);
         for (k, rows) in members.iter().enumerate() {
             let prior = rows.len() as f64 / n as f64;
             let xk = x.select(Axis(0), rows);
             let mean = xk.mean_axis(Axis(0)).expect("every class has members");
             let centred = &xk - &mean;
-            let (cov, s) = shrunk_covariance(centred, mean.as_slice().unwrap(), shrinkage);
+            for row in centred.rows() {
+                cov_rows.extend(row.iter());
+            }
+            let (cov, s, target) = shrunk_covariance(centred, mean.as_slice().unwrap(), shrinkage);
             sigma.scaled_add(prior, &cov);
+            // Σ_k prior_k · cov_k = Σ_k prior_k · target_k + Σ_rows (1 − s_k)/n · r rᵀ.
+            for (c, t) in cov_diag.iter_mut().zip(&target) {
+                *c += prior * t;
+            }
+            cov_weights.extend(std::iter::repeat_n((1.0 - s) / n as f64, rows.len()));
             means.row_mut(k).assign(&mean);
             priors.push(prior);
             applied.push(s);
         }
 
         let chol = cholesky(&sigma).ok_or_else(|| {
+            let fix = match shrinkage {
+                Shrinkage::Auto => format!(
+                    "shrinkage = \"auto\" is set, but the Ledoit–Wolf estimate chose {applied:.3?} \
+                     (little or no shrinkage); set decoder.shrinkage to a fixed value above 0, \
+                     e.g. 0.1, or drop constant or duplicated features"
+                ),
+                Shrinkage::Fixed(x) => {
+                    format!("decoder.shrinkage = {x}; use \"auto\" or a fixed value above {x}")
+                }
+            };
             Error::Other(format!(
-                "LDA fit: the within-class covariance of {d} features from {n} examples is singular; \
-                 use decoder.shrinkage = \"auto\" or a value above 0"
+                "LDA fit: the within-class covariance of {d} features from {n} examples is \
+                 singular; {fix}"
             ))
         })?;
 
@@ -241,6 +349,7 @@ impl Decoder for Lda {
             coef.extend_from_slice(&w);
         }
 
+        let sample_weight = 1.0 - applied.iter().zip(&priors).map(|(s, p)| s * p).sum::<f64>();
         *self = Lda {
             config: self.config.clone(),
             classes,
@@ -250,6 +359,11 @@ impl Decoder for Lda {
             coef,
             intercept,
             shrinkage_applied: applied,
+            cov_diag,
+            cov_rows,
+            cov_weights,
+            sample_weight,
+            online: None,
         };
         Ok(())
     }
@@ -257,6 +371,292 @@ impl Decoder for Lda {
     fn predict_proba(&mut self, features: &[f32], probabilities: &mut [f64]) {
         self.decision_function(features, probabilities);
         softmax_in_place(probabilities);
+    }
+
+    /// Adaptive LDA (see [`LdaOnlineConfig`]): the labelled trial moves its class mean and
+    /// the pooled covariance, and the discriminant is recomputed. `false` (nothing changed)
+    /// for an unfitted model, a wrong length, non-finite features, an out-of-range label,
+    /// both rates 0, or a model file without the calibration covariance.
+    fn update(&mut self, features: &[f32], label: usize) -> bool {
+        let d = self.n_features;
+        let online = &self.config.online;
+        let (eta_mu, eta_cov) = (online.mean_rate, online.covariance_rate);
+        if d == 0
+            || features.len() != d
+            || label >= self.classes
+            || !(eta_mu > 0.0 || eta_cov > 0.0)
+            || !(eta_mu <= 0.5 && eta_cov <= 0.5)
+            || features.iter().any(|v| !v.is_finite())
+        {
+            return false;
+        }
+        if self.online.is_none() {
+            match Adaptive::new(self) {
+                Some(state) => self.online = Some(Box::new(state)),
+                None => return false,
+            }
+        }
+        let state = self.online.as_mut().expect("built above");
+        let mean = &mut self.means[label * d..(label + 1) * d];
+        for (m, &x) in mean.iter_mut().zip(features) {
+            *m += eta_mu * (f64::from(x) - *m);
+        }
+        if eta_cov > 0.0 {
+            state.add_row(features, mean, eta_cov, self.sample_weight);
+        }
+        state.discriminant(
+            &self.means,
+            &self.priors,
+            &mut self.coef,
+            &mut self.intercept,
+        );
+        true
+    }
+
+    /// Unsupervised global-mean tracking (`tracking_rate` per window): every class mean moves
+    /// by `η_g (x − m)`, `m` the prior-weighted mean of the class means; the intercepts follow.
+    /// No allocation.
+    fn observe(&mut self, features: &[f32]) {
+        let d = self.n_features;
+        let eta = self.config.online.tracking_rate;
+        if d == 0
+            || features.len() != d
+            || !(eta > 0.0 && eta <= 0.1)
+            || features.iter().any(|v| !v.is_finite())
+        {
+            return;
+        }
+        for (i, &x) in features.iter().enumerate() {
+            let m: f64 = (0..self.classes)
+                .map(|k| self.priors[k] * self.means[k * d + i])
+                .sum();
+            let delta = eta * (f64::from(x) - m);
+            for k in 0..self.classes {
+                self.means[k * d + i] += delta;
+            }
+        }
+        for k in 0..self.classes {
+            let mu = &self.means[k * d..(k + 1) * d];
+            let w = &self.coef[k * d..(k + 1) * d];
+            let mw: f64 = mu.iter().zip(w).map(|(a, b)| a * b).sum();
+            self.intercept[k] = -0.5 * mw + self.priors[k].ln();
+        }
+    }
+}
+
+/// Extra rows the online covariance keeps beyond the calibration rows; when full, the row
+/// with the smallest weight (the oldest) is replaced.
+const ONLINE_ROWS: usize = 160;
+/// A row whose weight falls below this fraction of the largest is replaced first.
+const NEGLIGIBLE_WEIGHT: f64 = 1e-9;
+
+/// Online state of adaptive LDA: `Σ = D + Uᵀ C U` with `D` the fixed diagonal shrinkage target,
+/// `U` the stored rows and `C` their weights, solved through the Woodbury identity
+/// `Σ⁻¹ = D⁻¹ − D⁻¹Uᵀ (C⁻¹ + U D⁻¹ Uᵀ)⁻¹ U D⁻¹`: `O(m·d + m³)` per step for `m` rows instead of
+/// `O(d³)`, in buffers sized once (`m ≤ calibration rows + ONLINE_ROWS`), so the steady state
+/// does not allocate.
+#[derive(Debug, Clone)]
+struct Adaptive {
+    d: usize,
+    capacity: usize,
+    /// Rows in use (the first `used` of `rows` / `weights`).
+    used: usize,
+    inv_diag: Vec<f64>,
+    rows: Vec<f64>,
+    weights: Vec<f64>,
+    /// `G = U D⁻¹ Uᵀ`, `capacity × capacity`.
+    gram: Vec<f64>,
+    /// Cholesky factor of `C⁻¹ + G` (leading `used × used`, stride `capacity`).
+    chol: Vec<f64>,
+    /// Work vectors: length `capacity` (two) and `d`.
+    t: Vec<f64>,
+    z: Vec<f64>,
+    v: Vec<f64>,
+}
+
+impl PartialEq for Adaptive {
+    /// Derived state: two models are equal when their stored fields are.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Adaptive {
+    /// From a fitted model's calibration covariance; `None` when it has none (an older model
+    /// file) or its shrinkage target is not positive (`shrinkage = 0`).
+    fn new(lda: &Lda) -> Option<Adaptive> {
+        let d = lda.n_features;
+        let n = lda.cov_weights.len();
+        if lda.cov_diag.len() != d || lda.cov_rows.len() != n * d {
+            return None;
+        }
+        let max = lda.cov_diag.iter().fold(0.0f64, |m, &v| m.max(v));
+        // `max` is NaN-free (`f64::max` skips NaN); a NaN entry fails `v > floor`.
+        let floor = max * 1e-12;
+        if max <= 0.0 || lda.cov_diag.iter().any(|&v| v.is_nan() || v <= floor) {
+            return None;
+        }
+        let capacity = n + ONLINE_ROWS;
+        let mut state = Adaptive {
+            d,
+            capacity,
+            used: 0,
+            inv_diag: lda.cov_diag.iter().map(|v| 1.0 / v).collect(),
+            rows: vec![0.0; capacity * d],
+            weights: vec![0.0; capacity],
+            gram: vec![0.0; capacity * capacity],
+            chol: vec![0.0; capacity * capacity],
+            t: vec![0.0; capacity],
+            z: vec![0.0; capacity],
+            v: vec![0.0; d],
+        };
+        for (r, &w) in lda.cov_weights.iter().enumerate() {
+            if w > 0.0 {
+                let row = &lda.cov_rows[r * d..(r + 1) * d];
+                state.put(state.used, row.iter().copied(), w);
+                state.used += 1;
+            }
+        }
+        Some(state)
+    }
+
+    /// Writes `row` with `weight` into slot `slot` and refreshes its row/column of `G`.
+    fn put(&mut self, slot: usize, row: impl Iterator<Item = f64>, weight: f64) {
+        let d = self.d;
+        for (dst, v) in self.rows[slot * d..(slot + 1) * d].iter_mut().zip(row) {
+            *dst = v;
+        }
+        self.weights[slot] = weight;
+        let last = self.used.max(slot + 1);
+        let new = &self.rows[slot * d..(slot + 1) * d];
+        for other in 0..last {
+            let o = &self.rows[other * d..(other + 1) * d];
+            let g: f64 = new
+                .iter()
+                .zip(o)
+                .zip(&self.inv_diag)
+                .map(|((a, b), c)| a * b * c)
+                .sum();
+            self.gram[slot * self.capacity + other] = g;
+            self.gram[other * self.capacity + slot] = g;
+        }
+    }
+
+    /// Forget by `1 − eta` and add `(x − mean)` with weight `eta · sample_weight`.
+    fn add_row(&mut self, x: &[f32], mean: &[f64], eta: f64, sample_weight: f64) {
+        for w in &mut self.weights[..self.used] {
+            *w *= 1.0 - eta;
+        }
+        let max = self.weights[..self.used]
+            .iter()
+            .fold(0.0f64, |m, &w| m.max(w));
+        let slot = if self.used < self.capacity {
+            self.used
+        } else {
+            // Smallest weight = oldest row (all decay at the same rate once online).
+            (0..self.used)
+                .min_by(|&a, &b| self.weights[a].total_cmp(&self.weights[b]))
+                .expect("capacity > 0")
+        };
+        let weight = eta * sample_weight.max(0.0);
+        if weight <= 0.0 {
+            return;
+        }
+        let row = x.iter().zip(mean).map(|(&a, &m)| f64::from(a) - m);
+        self.put(slot, row, weight);
+        self.used = self.used.max(slot + 1);
+        // Rows whose weight no longer counts keep `C⁻¹` finite: they are dropped by swapping
+        // the last row into their slot.
+        let floor = max.max(weight) * NEGLIGIBLE_WEIGHT;
+        let mut r = 0;
+        while r < self.used {
+            if self.weights[r] < floor {
+                self.remove(r);
+            } else {
+                r += 1;
+            }
+        }
+    }
+
+    /// Drops row `r` (the last row moves into its slot).
+    fn remove(&mut self, r: usize) {
+        let last = self.used - 1;
+        let (d, cap) = (self.d, self.capacity);
+        if r != last {
+            self.rows.copy_within(last * d..(last + 1) * d, r * d);
+            self.weights[r] = self.weights[last];
+            for o in 0..self.used {
+                let g = self.gram[last * cap + o];
+                self.gram[r * cap + o] = g;
+                self.gram[o * cap + r] = g;
+            }
+            self.gram[r * cap + r] = self.gram[last * cap + last];
+        }
+        self.used -= 1;
+    }
+
+    /// `coef_k = Σ⁻¹ μ_k`, `intercept_k = −½ μ_k·coef_k + ln prior_k` for every class.
+    fn discriminant(
+        &mut self,
+        means: &[f64],
+        priors: &[f64],
+        coef: &mut [f64],
+        intercept: &mut [f64],
+    ) {
+        let (d, m, cap) = (self.d, self.used, self.capacity);
+        // A = C⁻¹ + G, factorised in place (positive definite: G ⪰ 0, C⁻¹ > 0).
+        for i in 0..m {
+            for j in 0..=i {
+                let mut s = self.gram[i * cap + j];
+                if i == j {
+                    s += 1.0 / self.weights[i];
+                }
+                for k in 0..j {
+                    s -= self.chol[i * cap + k] * self.chol[j * cap + k];
+                }
+                self.chol[i * cap + j] = if i == j {
+                    s.max(f64::MIN_POSITIVE).sqrt()
+                } else {
+                    s / self.chol[j * cap + j]
+                };
+            }
+        }
+        for (k, prior) in priors.iter().enumerate() {
+            let mu = &means[k * d..(k + 1) * d];
+            for ((v, &a), &c) in self.v.iter_mut().zip(mu).zip(&self.inv_diag) {
+                *v = a * c;
+            }
+            for r in 0..m {
+                let row = &self.rows[r * d..(r + 1) * d];
+                self.t[r] = row.iter().zip(&self.v).map(|(a, b)| a * b).sum();
+            }
+            // Solve L Lᵀ z = t.
+            for i in 0..m {
+                let mut s = self.t[i];
+                for j in 0..i {
+                    s -= self.chol[i * cap + j] * self.z[j];
+                }
+                self.z[i] = s / self.chol[i * cap + i];
+            }
+            for i in (0..m).rev() {
+                let mut s = self.z[i];
+                for j in i + 1..m {
+                    s -= self.chol[j * cap + i] * self.z[j];
+                }
+                self.z[i] = s / self.chol[i * cap + i];
+            }
+            let w = &mut coef[k * d..(k + 1) * d];
+            w.copy_from_slice(&self.v);
+            for r in 0..m {
+                let zr = self.z[r];
+                let row = &self.rows[r * d..(r + 1) * d];
+                for ((wi, &u), &c) in w.iter_mut().zip(row).zip(&self.inv_diag) {
+                    *wi -= zr * u * c;
+                }
+            }
+            let mw: f64 = mu.iter().zip(w.iter()).map(|(a, b)| a * b).sum();
+            intercept[k] = -0.5 * mw + prior.ln();
+        }
     }
 }
 
@@ -347,6 +747,37 @@ impl Lda {
                 self.shrinkage_applied[i]
             ));
         }
+        // The calibration covariance for online learning: absent in older files (then the
+        // model does not learn from labels), else consistent.
+        if !(self.cov_diag.is_empty() && self.cov_rows.is_empty() && self.cov_weights.is_empty()) {
+            check_len("cov_diag", self.cov_diag.len(), Some(d), "one per feature")?;
+            let rows = self.cov_weights.len();
+            check_len(
+                "cov_rows",
+                self.cov_rows.len(),
+                rows.checked_mul(d),
+                &format!("{rows} calibration rows x {d} features"),
+            )?;
+            check_values("cov_diag", &self.cov_diag)?;
+            check_values("cov_rows", &self.cov_rows)?;
+            check_values("cov_weights", &self.cov_weights)?;
+            if let Some(i) = self.cov_diag.iter().position(|v| *v < 0.0) {
+                return Err(format!("cov_diag[{i}] is negative"));
+            }
+            if let Some(i) = self
+                .cov_weights
+                .iter()
+                .position(|w| !(0.0..=1.0).contains(w))
+            {
+                return Err(format!("cov_weights[{i}] is not in [0, 1]"));
+            }
+            if !(0.0..=1.0).contains(&self.sample_weight) {
+                return Err(format!(
+                    "sample_weight is {}, expected in [0, 1]",
+                    self.sample_weight
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -427,12 +858,13 @@ pub(super) fn check_training_set(
     Ok(classes)
 }
 
-/// Covariance of the centred rows of one class, shrunk; returns it with the intensity used.
+/// Covariance of the centred rows of one class, shrunk; returns it with the intensity `s` used
+/// and the diagonal of its shrinkage target (the covariance is `(1 − s)·rᵀr/n + diag(target)`).
 fn shrunk_covariance(
     centred: Array2<f64>,
     mean: &[f64],
     shrinkage: Shrinkage,
-) -> (Array2<f64>, f64) {
+) -> (Array2<f64>, f64, Vec<f64>) {
     let (n, d) = centred.dim();
     let nf = n as f64;
     match shrinkage {
@@ -441,7 +873,7 @@ fn shrunk_covariance(
             let mu = cov.diag().sum() / d as f64;
             cov *= 1.0 - alpha;
             cov.diag_mut().mapv_inplace(|v| v + alpha * mu);
-            (cov, alpha)
+            (cov, alpha, vec![alpha * mu; d])
         }
         Shrinkage::Auto => {
             // Standardise: features whose variance is within rounding error of zero keep
@@ -475,7 +907,8 @@ fn shrunk_covariance(
             for ((i, j), v) in cov.indexed_iter_mut() {
                 *v *= scale[i] * scale[j];
             }
-            (cov, s)
+            let target = scale.iter().map(|c| s * mu * c * c).collect();
+            (cov, s, target)
         }
     }
 }
@@ -596,7 +1029,10 @@ mod tests {
         assert!(e.contains("decoder.shrinkage"), "{e}");
         assert!(toml::from_str::<LdaConfig>("shrink = 0.1").is_err());
         let json = serde_json::to_string(&LdaConfig::default()).unwrap();
-        assert_eq!(json, r#"{"shrinkage":"auto"}"#);
+        assert!(
+            json.starts_with(r#"{"shrinkage":"auto","online":{"mean_rate":"#),
+            "{json}"
+        );
     }
 
     #[test]

@@ -200,6 +200,17 @@ pub struct OnlineConfig {
     pub max_outlier_fraction: f64,
     /// After this many consecutive outlier windows, `observe` accepts them as a new regime.
     pub outlier_patience: u32,
+    /// Labelled examples kept per class for class-balanced replay, 0..=256: each supervised
+    /// step descends the mean of the per-class mean gradients over the newest this-many
+    /// examples of every class, so a run of one label cannot pull the net towards that label.
+    /// 0: the step uses the new example alone (the pre-replay behaviour).
+    pub replay_per_class: usize,
+    /// Experience horizon τ, in supervised steps, [1, 1e6]: the rate is multiplied by
+    /// `τ / (τ + steps taken)`, so it falls as the net has seen more labels.
+    pub experience_horizon: f64,
+    /// Largest distance `‖θ − θ_calibrated‖` the online steps may take the weights from the
+    /// calibrated ones, > 0; a step beyond is projected back onto that ball.
+    pub max_drift: f64,
 }
 
 impl Default for OnlineConfig {
@@ -215,6 +226,9 @@ impl Default for OnlineConfig {
             outlier_z: 6.0,
             max_outlier_fraction: 0.25,
             outlier_patience: 50,
+            replay_per_class: 8,
+            experience_horizon: 50.0,
+            max_drift: 1.0,
         }
     }
 }
@@ -342,8 +356,45 @@ impl OnlineConfig {
             0.0,
             1.0,
             "[0, 1]",
+        )?;
+        if self.replay_per_class > MAX_REPLAY_PER_CLASS {
+            return Err(out_of_range(
+                "decoder.online.replay_per_class",
+                self.replay_per_class,
+                "0..=256",
+            ));
+        }
+        check_closed(
+            "decoder.online.experience_horizon",
+            self.experience_horizon,
+            1.0,
+            1e6,
+            "[1, 1e6] updates",
+        )?;
+        check_positive(
+            "decoder.online.max_drift",
+            self.max_drift,
+            f64::MAX,
+            "(0, ∞)",
         )
     }
+}
+
+/// Largest `replay_per_class`.
+pub const MAX_REPLAY_PER_CLASS: usize = 256;
+
+/// Online state that lives only while a session runs (rebuilt empty after a fit or a load):
+/// the calibrated weights the drift is measured from, the replay buffer, the steps taken.
+#[derive(Debug, Clone, Default)]
+struct Plastic {
+    /// Weights when the first online step was taken (the calibrated or loaded ones).
+    anchor: Vec<f64>,
+    /// `classes × replay_per_class × d` raw features, a ring per class.
+    replay: Vec<f32>,
+    /// Examples held per class, and the slot the next one goes to.
+    held: Vec<usize>,
+    next: Vec<usize>,
+    steps: u64,
 }
 
 /// Per-feature running mean and variance with exponential forgetting.
@@ -624,6 +675,8 @@ pub struct PlasticMlp {
     outlier_streak: u32,
     #[serde(skip)]
     scratch: Scratch,
+    #[serde(skip)]
+    plastic: Plastic,
 }
 
 /// What a model file holds, checked before it becomes a [`PlasticMlp`].
@@ -690,6 +743,7 @@ impl TryFrom<StoredMlp> for PlasticMlp {
             version: s.version,
             outlier_streak: s.outlier_streak,
             scratch: Scratch::default(),
+            plastic: Plastic::default(),
         })
     }
 }
@@ -714,6 +768,7 @@ impl PlasticMlp {
             version: 0,
             outlier_streak: 0,
             scratch: Scratch::default(),
+            plastic: Plastic::default(),
         };
         mlp.reset_online_state();
         Ok(mlp)
@@ -776,6 +831,7 @@ impl PlasticMlp {
         self.recent_error = 0.5 * self.chance_error();
         self.learning_rate = self.rate_for(self.recent_error);
         self.outlier_streak = 0;
+        self.plastic = Plastic::default();
     }
 
     /// Makes the buffers fit the net; allocates only on first use after a fit or a load.
@@ -865,6 +921,59 @@ impl PlasticMlp {
                 }
             }
         }
+    }
+
+    /// Stores `features` in the replay ring of `label` and leaves in the scratch gradient the
+    /// class-balanced gradient: the mean over the classes holding examples of the mean gradient
+    /// of each class's held examples (standardised with the current normaliser). `false` (no
+    /// gradient) while fewer than two classes have examples. Allocates the ring once per fit
+    /// or load.
+    fn replay_step(&mut self, features: &[f32], label: usize, k: usize) -> bool {
+        let (d, classes) = (self.sizes[0], self.classes);
+        let plastic = &mut self.plastic;
+        if plastic.replay.len() != classes * k * d {
+            plastic.replay = vec![0.0; classes * k * d];
+            plastic.held = vec![0; classes];
+            plastic.next = vec![0; classes];
+        }
+        let slot = plastic.next[label];
+        let at = (label * k + slot) * d;
+        plastic.replay[at..at + d].copy_from_slice(features);
+        plastic.next[label] = (slot + 1) % k;
+        plastic.held[label] = (plastic.held[label] + 1).min(k);
+        // Balanced over the classes that have examples; at least two of them (a class never
+        // labelled, e.g. rest when feedback only names left and right, does not block learning).
+        let present = plastic.held.iter().filter(|&&h| h > 0).count();
+        if present < 2 {
+            return false;
+        }
+        let clip = self.config.online.outlier_z;
+        let Scratch { acts, deltas, grad } = &mut self.scratch;
+        grad.fill(0.0);
+        for class in 0..classes {
+            let held = plastic.held[class];
+            if held == 0 {
+                continue;
+            }
+            let scale = 1.0 / (present * held) as f64;
+            for i in 0..held {
+                let at = (class * k + i) * d;
+                self.normalizer
+                    .standardize(&plastic.replay[at..at + d], clip, &mut acts[0]);
+                forward(&self.sizes, self.config.activation, &self.params, acts);
+                backward(
+                    &self.sizes,
+                    self.config.activation,
+                    &self.params,
+                    acts,
+                    deltas,
+                    class,
+                    scale,
+                    grad,
+                );
+            }
+        }
+        true
     }
 
     /// Fraction of features an outlier window may have clipped, as a count.
@@ -1053,35 +1162,50 @@ impl Decoder for PlasticMlp {
         }
 
         let chance_error = self.chance_error();
-        let Scratch { acts, deltas, grad } = &mut self.scratch;
-        forward(&self.sizes, self.config.activation, &self.params, acts);
-        // The error is measured before learning from the example: how surprised the model was.
-        let error = 1.0 - acts[self.sizes.len() - 1][label];
-        let memory = 1.0 / online.error_memory;
-        let recent_error = (1.0 - memory) * self.recent_error + memory * error;
-        let rate = adaptive_rate(&online, chance_error, recent_error);
-
-        grad.fill(0.0);
-        backward(
+        forward(
             &self.sizes,
             self.config.activation,
             &self.params,
-            acts,
-            deltas,
-            label,
-            1.0,
-            grad,
+            &mut self.scratch.acts,
         );
-        // No weight decay online: applied at every one of the thousands of steps of a session it
-        // would steadily erase the calibration; the step cap bounds the drift instead.
-        let norm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
-        if !norm.is_finite() {
-            return false;
-        }
+        // The error is measured before learning from the example: how surprised the model was.
+        let error = 1.0 - self.scratch.acts[self.sizes.len() - 1][label];
+        let memory = 1.0 / online.error_memory;
+        let recent_error = (1.0 - memory) * self.recent_error + memory * error;
+        let experience =
+            online.experience_horizon / (online.experience_horizon + self.plastic.steps as f64);
+        let rate = adaptive_rate(&online, chance_error, recent_error) * experience;
         self.recent_error = recent_error;
         self.learning_rate = rate;
-        if norm == 0.0 || rate == 0.0 {
+
+        let k = online.replay_per_class;
+        if k == 0 {
+            // The new example alone.
+            let Scratch { acts, deltas, grad } = &mut self.scratch;
+            grad.fill(0.0);
+            backward(
+                &self.sizes,
+                self.config.activation,
+                &self.params,
+                acts,
+                deltas,
+                label,
+                1.0,
+                grad,
+            );
+        } else if !self.replay_step(features, label, k) {
+            // Fewer than two classes labelled yet: a step now would lean towards the one seen.
             return false;
+        }
+        // No weight decay online: applied at every one of the thousands of steps of a session it
+        // would steadily erase the calibration; the drift bound limits the distance instead.
+        let grad = &self.scratch.grad;
+        let norm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
+        if !norm.is_finite() || norm == 0.0 || rate == 0.0 {
+            return false;
+        }
+        if self.plastic.anchor.len() != self.params.len() {
+            self.plastic.anchor.clone_from(&self.params);
         }
         let clipped_norm = norm.min(online.max_gradient_norm);
         let step_norm = (rate * clipped_norm).min(online.max_update_norm);
@@ -1089,6 +1213,21 @@ impl Decoder for PlasticMlp {
         for (p, &g) in self.params.iter_mut().zip(grad.iter()) {
             *p -= factor * g;
         }
+        // Bounded drift: back onto the ball of radius max_drift around the calibrated weights.
+        let drift = self
+            .params
+            .iter()
+            .zip(&self.plastic.anchor)
+            .map(|(p, a)| (p - a) * (p - a))
+            .sum::<f64>()
+            .sqrt();
+        if drift > online.max_drift {
+            let shrink = online.max_drift / drift;
+            for (p, a) in self.params.iter_mut().zip(&self.plastic.anchor) {
+                *p = a + (*p - a) * shrink;
+            }
+        }
+        self.plastic.steps += 1;
         self.version += 1;
         true
     }

@@ -9,6 +9,7 @@
 //! - [`cv`]: seeded stratified k-fold splits.
 //! - [`calibration`]: Platt / temperature scaling of any decoder's decision values, fitted
 //!   out of fold, monotone by construction.
+//! - [`stats`]: paired Wilcoxon signed-rank and sign tests (`evaluate --online`).
 //!
 //! Labels are class indices `0..classes`. Features arrive as `f32` (what the pipeline makes);
 //! decoders compute in `f64` internally.
@@ -18,6 +19,7 @@ pub mod cv;
 pub mod lda;
 pub mod metrics;
 pub mod mlp;
+pub mod stats;
 pub mod svm;
 
 use ndarray::ArrayView2;
@@ -103,6 +105,7 @@ impl DecoderConfig {
                         "\"auto\" or a number in [0, 1]",
                     );
                 }
+                config.online.check(problems);
             }
             DecoderConfig::Svm(config) => {
                 problems.positive("decoder.c", config.c, f64::MAX, "a positive number");
@@ -209,6 +212,25 @@ fn check_mlp(config: &mlp::MlpConfig, p: &mut Problems) {
         0.0,
         1.0,
         "[0, 1]",
+    );
+    p.require(
+        online.replay_per_class <= mlp::MAX_REPLAY_PER_CLASS,
+        "decoder.online.replay_per_class",
+        online.replay_per_class,
+        "0..=256",
+    );
+    p.closed(
+        "decoder.online.experience_horizon",
+        online.experience_horizon,
+        1.0,
+        1e6,
+        "[1, 1e6] updates",
+    );
+    p.positive(
+        "decoder.online.max_drift",
+        online.max_drift,
+        f64::MAX,
+        "(0, ∞)",
     );
 }
 

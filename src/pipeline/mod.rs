@@ -61,6 +61,8 @@ pub struct Pipeline {
     has_window: bool,
     /// Online learning on (off: the frozen reference of `evaluate --online`).
     adaptation: bool,
+    /// Supervised steps on (off: the unsupervised-only arm of `evaluate --online`).
+    supervised: bool,
     /// Weight of each re-centring step of the tangent-space reference (0: never).
     recentre_rate: f64,
     /// Re-centre on one window in this many, so that the steps see disjoint windows (one per
@@ -118,6 +120,7 @@ impl Pipeline {
             .map(|d: &AnyDecoder| (d.clone(), extractor.state()));
         Ok(Pipeline {
             adaptation: true,
+            supervised: true,
             recentre_rate: config.training.recentre_rate,
             recentre_every: window.div_ceil(hop.max(1)).max(1),
             windows_since_recentre: 0,
@@ -271,6 +274,12 @@ impl Pipeline {
         self.adaptation = on;
     }
 
+    /// Switch supervised steps ([`Pipeline::learn`]) on or off, leaving unsupervised
+    /// adaptation as it is.
+    pub fn set_supervised(&mut self, on: bool) {
+        self.supervised = on;
+    }
+
     /// Put the decoder and the fitted feature stage back as the model had them. `false`
     /// without a model.
     pub fn rollback(&mut self) -> bool {
@@ -287,10 +296,10 @@ impl Pipeline {
 
     /// One online supervised step on the most recent window's features with the true class
     /// `label` (user feedback or a correction). Returns `true` if the decoder changed: `false`
-    /// without a decoder, before the first window, for an out-of-range label, or when the
-    /// decoder does not learn online (LDA, SVM) or declined the step.
+    /// without a decoder, before the first window, for an out-of-range label, with learning
+    /// switched off, or when the decoder declined the step.
     pub fn learn(&mut self, label: usize) -> bool {
-        if !self.adaptation || !self.has_window || label >= self.classes.len() {
+        if !self.adaptation || !self.supervised || !self.has_window || label >= self.classes.len() {
             return false;
         }
         match &mut self.decoder {
@@ -302,7 +311,10 @@ impl Pipeline {
     /// One online supervised step on given features (those a past command was decided on, see
     /// [`RecentCommands`]); same contract as [`Pipeline::learn`].
     pub fn learn_from(&mut self, features: &[f32], label: usize) -> bool {
-        if !self.adaptation || label >= self.classes.len() || features.len() != self.features.len()
+        if !self.adaptation
+            || !self.supervised
+            || label >= self.classes.len()
+            || features.len() != self.features.len()
         {
             return false;
         }

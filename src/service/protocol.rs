@@ -69,6 +69,10 @@ pub struct Hello {
     /// Feature names (the order of `features.values`).
     pub features: Vec<String>,
     pub decoder: Option<DecoderDescription>,
+    /// The controller's operating point (threshold, and what calibration expects of it);
+    /// absent without a controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operating_point: Option<OperatingPointDescription>,
     pub limits: Limits,
 }
 

@@ -122,6 +122,7 @@ impl Service {
             classes: Vec::new(),
             features: Vec::new(),
             decoder: None,
+            operating_point: None,
             limits: Limits {
                 max_message_bytes: config.max_message_bytes,
                 messages_per_second: config.client_messages_per_second,
@@ -249,6 +250,9 @@ fn describe(engine: &Engine, hello: &mut Hello) {
         .into(),
         version: pipeline.decoder_version(),
     });
+    hello.operating_point = engine
+        .controller()
+        .map(protocol::OperatingPointDescription::of);
 }
 
 fn dsp_loop(

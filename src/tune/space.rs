@@ -729,6 +729,7 @@ impl SearchSpace {
             Knob::LdaShrinkage => match &base.decoder {
                 Some(DecoderConfig::Lda(LdaConfig {
                     shrinkage: Shrinkage::Fixed(x),
+                    ..
                 })) => number(*x),
                 _ => Value::Absent,
             },
