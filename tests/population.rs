@@ -299,7 +299,7 @@ fn prior_files_round_trip_and_channels_match_by_name_in_any_order() {
         p
     };
     let (pa, pb) = (probs(&a, &straight), probs(&b, &reversed));
-    let diff = (&pa - &pb).mapv(f64::abs).fold(0.0f64, |m, v| m.max(v));
+    let diff = (&pa - &pb).mapv(f64::abs).fold(0.0f64, |m, v| m.max(*v));
     assert!(
         diff < 1e-4,
         "same person, channels reordered: probabilities differ by {diff}"
