@@ -157,19 +157,24 @@ fn train_with_prior(config: &PipelineConfig, prior_path: &Path, args: &TrainArgs
     labelled.sort_unstable();
     let (reference, mean_windows) = match &args.rest_event {
         Some(event) => {
+            // The rest event as an extra class 0 (a pipeline needs two classes); only its
+            // windows are used, without labels.
             let mut rest_config = config.clone();
-            rest_config.training.classes = vec![ClassSpec {
-                event: event.clone(),
-                name: "rest".into(),
-            }];
-            let rest = epochs::cut_all(&recordings, &rest_config)?;
+            rest_config.training.classes.insert(
+                0,
+                ClassSpec {
+                    event: event.clone(),
+                    name: "rest".into(),
+                },
+            );
+            let cut = epochs::cut_all(&recordings, &rest_config)?;
+            let rest: Vec<usize> = (0..cut.len()).filter(|&i| cut.labels[i] == 0).collect();
             if rest.is_empty() {
                 return Err(Error::Other(format!(
                     "no windows after event {event:?} in the recordings to estimate the person's mean"
                 )));
             }
-            let all: Vec<usize> = (0..rest.len()).collect();
-            (population::own_mean(config, &rest, &all)?, rest.len())
+            (population::own_mean(config, &cut, &rest)?, rest.len())
         }
         None => {
             let all: Vec<usize> = (0..epochs.len()).collect();
