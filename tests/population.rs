@@ -76,7 +76,7 @@ fn person_recording(seed: u64, mixing: &Mat, trials: usize, names: &[String]) ->
         ));
     }
     let mut values = vec![0f32; CHANNELS * samples];
-    let mut source = vec![0f64; CHANNELS];
+    let mut source = [0f64; CHANNELS];
     for s in 0..samples {
         let t = s as f64 / RATE;
         let active = events
