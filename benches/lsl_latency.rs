@@ -69,9 +69,10 @@ fn run(seconds: f64) {
     config.features.hop_seconds = HOP_SECONDS;
     config.control = ControlConfig {
         commands: Vec::new(),
-        threshold: 0.0,
+        threshold: Some(0.0),
         dwell: 1,
         refractory_seconds: 0.0,
+        ..ControlConfig::default()
     };
     let calibration = simulator::record(
         &SimulatorConfig {

@@ -44,6 +44,8 @@
 //!   preprocessing the live pipeline runs.
 //! - [`evaluate`]: fitting, cross-validation, held-out and online (plastic vs frozen)
 //!   evaluation.
+//! - [`population`]: a re-centred population prior (other people's tangent vectors, each
+//!   person whitened by their own mean) combined with a new person's calibration.
 //! - [`tune`]: genetic-algorithm or simulated-annealing search over a pipeline's knobs, by CV.
 //! - [`model`]: model files (fitted feature stage + decoder + the pipeline fingerprint).
 //! - [`control`]: class probabilities → device commands (confidence threshold, dwell,
@@ -80,6 +82,7 @@ pub mod model;
 pub mod output;
 pub mod paradigm;
 pub mod pipeline;
+pub mod population;
 pub mod preprocess;
 #[cfg(feature = "lsl")]
 pub mod publish;

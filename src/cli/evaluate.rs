@@ -42,6 +42,11 @@ pub struct EvaluateArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Leave-one-subject-out with a re-centred population prior (0, 5, 10 and all labelled
+    /// calibration trials per class) beside the person-only decoder, on the same folds;
+    /// recordings grouped into subjects by their parent folder. Uses the first pipeline.
+    #[arg(long, conflicts_with_all = ["online", "holdout"])]
+    pub population: bool,
 }
 
 struct Subject {
@@ -146,6 +151,9 @@ fn mean_of(rows: &[Row], f: impl Fn(&Row) -> Option<f64>) -> Option<f64> {
 }
 
 pub fn run(args: EvaluateArgs) -> Result<()> {
+    if args.population {
+        return super::train::evaluate_population(&args.pipeline[0], &args.recording, args.json);
+    }
     // Every pipeline is checked before the first recording is read.
     let configs = args
         .pipeline
