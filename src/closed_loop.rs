@@ -723,7 +723,8 @@ fn train(config: &PipelineConfig, recording: &Recording, news: &mpsc::SyncSender
             return;
         }
     };
-    let fitted = evaluate::train_uncalibrated(config, &epochs, vec!["closed-loop calibration".into()]);
+    let fitted =
+        evaluate::train_uncalibrated(config, &epochs, vec!["closed-loop calibration".into()]);
     let mut calibrated = match &fitted {
         Ok(model) => model.clone(),
         Err(_) => {
@@ -749,15 +750,17 @@ fn train(config: &PipelineConfig, recording: &Recording, news: &mpsc::SyncSender
     }
     // One cross-validation gives the score and the out-of-fold decision values that
     // calibrate the probabilities and choose the operating point.
-    let _ = news.send(match evaluate::calibrate(config, &epochs, &mut calibrated) {
-        Ok(cv) => TrainingNews::Scored {
-            cv_accuracy: cv.accuracy,
-            cv_auc: cv.auc,
-            trials: epochs.len(),
-            calibrated: Box::new(calibrated),
+    let _ = news.send(
+        match evaluate::calibrate(config, &epochs, &mut calibrated) {
+            Ok(cv) => TrainingNews::Scored {
+                cv_accuracy: cv.accuracy,
+                cv_auc: cv.auc,
+                trials: epochs.len(),
+                calibrated: Box::new(calibrated),
+            },
+            Err(e) => TrainingNews::ScoreFailed(e),
         },
-        Err(e) => TrainingNews::ScoreFailed(e),
-    });
+    );
 }
 
 impl ClosedLoop {
