@@ -542,7 +542,7 @@ impl ClosedLoop {
                             Err(e) => tracing::error!("the calibrated model was not saved: {e}"),
                         }
                     }
-                    engine.load_model(model, sink)?;
+                    engine.load_model(*model, sink)?;
                     tracing::info!(
                         "model live {:.2} s after the last calibration trial's window was \
                          complete (fitted on {trials} trials in {fit_seconds:.2} s); the \
@@ -697,7 +697,7 @@ fn argmax(values: &[f64]) -> usize {
 /// its cross-validated score.
 enum TrainingNews {
     Fitted {
-        model: Model,
+        model: Box<Model>,
         trials: usize,
         fit_seconds: f64,
     },
@@ -723,30 +723,23 @@ fn train(config: &PipelineConfig, recording: &Recording, news: &mpsc::SyncSender
             return;
         }
     };
-    let fitted =
-        evaluate::train_uncalibrated(config, &epochs, vec!["closed-loop calibration".into()]);
-    let mut calibrated = match &fitted {
-        Ok(model) => model.clone(),
-        Err(_) => {
-            let _ = news.send(TrainingNews::Failed(fitted.err().expect("matched Err")));
-            return;
-        }
-    };
-    match fitted {
-        Ok(model) => {
-            let fitted = TrainingNews::Fitted {
-                model,
-                trials: epochs.len(),
-                fit_seconds: started.elapsed().as_secs_f64(),
-            };
-            if news.send(fitted).is_err() {
+    let model =
+        match evaluate::train_uncalibrated(config, &epochs, vec!["closed-loop calibration".into()])
+        {
+            Ok(model) => model,
+            Err(e) => {
+                let _ = news.send(TrainingNews::Failed(e));
                 return;
             }
-        }
-        Err(e) => {
-            let _ = news.send(TrainingNews::Failed(e));
-            return;
-        }
+        };
+    let mut calibrated = model.clone();
+    let fitted = TrainingNews::Fitted {
+        model: Box::new(model),
+        trials: epochs.len(),
+        fit_seconds: started.elapsed().as_secs_f64(),
+    };
+    if news.send(fitted).is_err() {
+        return;
     }
     // One cross-validation gives the score and the out-of-fold decision values that
     // calibrate the probabilities and choose the operating point.
