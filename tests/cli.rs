@@ -384,8 +384,6 @@ fn info_summarises_the_commands_of_a_session_recording() {
         "60",
         "--speed",
         "0",
-        "--calibration-seconds",
-        "60",
         "--bind",
         "127.0.0.1:0",
         "--record",

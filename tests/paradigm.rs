@@ -509,7 +509,8 @@ fn a_virtual_subject_calibrates_trains_and_goes_online_through_the_paradigm_page
                 .iter()
                 .filter(|e| e["event"] == "model_loaded")
                 .count(),
-            1
+            // The fitted model, then the same weights calibrated.
+            2
         );
         assert_eq!(
             events.iter().filter(|e| e["event"] == "feedback").count(),

@@ -221,7 +221,12 @@ pub fn serve(
     let controller = if pipeline.class_names().is_empty() {
         None
     } else {
-        Some(pipeline_config.control.build(pipeline.class_names())?)
+        // The threshold the model learned at calibration, as `Engine::build` and a replay
+        // use it (unless the file sets one).
+        Some(pipeline_config.control.build_with(
+            pipeline.class_names(),
+            model.and_then(|m| m.operating_point.as_ref()),
+        )?)
     };
     let mut config = args.config();
     if let Some(path) = &args.record {
