@@ -763,7 +763,15 @@ fn recalibration_on_request_trains_a_second_model_and_keeps_the_first() {
         ))
         .await
         .unwrap();
-        let online = next_of_type(&mut operator, is_online, "the first model", patience).await;
+        // The fitted model goes live first; its calibrated version (saved over the same
+        // file) comes with the CV score: the file is final then.
+        let online = next_of_type(
+            &mut operator,
+            |v| is_online(v) && v["cv_accuracy"].is_number(),
+            "the first model, calibrated",
+            patience,
+        )
+        .await;
         assert_eq!(
             online["model_path"],
             first_model.to_str().unwrap(),

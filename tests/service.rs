@@ -84,8 +84,13 @@ async fn start(
     let epochs = epochs::cut(&simulator::record(&calibration, 90.0).unwrap(), &pipeline).unwrap();
     let model = evaluate::train(&pipeline, &epochs, vec!["test".into()]).unwrap();
     let source = live.build().unwrap();
+    let operating_point = model.operating_point.clone();
     let built = Pipeline::build(&pipeline, source.stream_info(), Some(model)).unwrap();
-    let controller = pipeline.control.build(built.class_names()).unwrap();
+    // The threshold the model learned at calibration, as the service's own assembly uses it.
+    let controller = pipeline
+        .control
+        .build_with(built.class_names(), operating_point.as_ref())
+        .unwrap();
     let gate = Arc::new(AtomicBool::new(false));
     let hold_end = Arc::new(AtomicBool::new(false));
     let source = Gated {
@@ -244,7 +249,14 @@ async fn hello_then_commands_in_order_and_metrics() {
         let p: Vec<f64> = serde_json::from_value(c["probabilities"].clone()).unwrap();
         assert_eq!(p.len(), 3);
         assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-6);
-        assert!(c["confidence"].as_f64().unwrap() >= 0.6);
+        // The threshold the model learned at calibration (hello says which).
+        let threshold = hello["operating_point"]["threshold"]
+            .as_f64()
+            .unwrap_or(0.6);
+        assert!(
+            c["confidence"].as_f64().unwrap() >= threshold,
+            "{c} {hello}"
+        );
         assert!(c["latency_ms"].as_f64().unwrap() >= 0.0);
     }
     let live = live_metrics.unwrap();
