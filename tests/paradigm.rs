@@ -195,6 +195,18 @@ impl Drop for Session {
     }
 }
 
+/// [`PIPELINE`] with `changes` (each must apply), written to `dir/pipeline.toml`.
+fn write_pipeline(dir: &Path, changes: &[(&str, &str)]) -> PathBuf {
+    let mut text = PIPELINE.to_owned();
+    for (from, to) in changes {
+        assert!(text.contains(from), "the test pipeline changed: {from}");
+        text = text.replace(from, to);
+    }
+    let path = dir.join("pipeline.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// A protocol client's first two messages: `hello` and the replayed `session` state.
 async fn hello_and_session(base: &str) -> (Value, Value) {
     let url = format!("{}/ws?token={TOKEN}", base.replace("http://", "ws://"));
@@ -717,16 +729,7 @@ async fn next_of_type(
 fn recalibration_on_request_trains_a_second_model_and_keeps_the_first() {
     use futures_util::SinkExt;
     let dir = scratch("recalibration");
-    let mut pipeline_text = PIPELINE.to_owned();
-    for (from, to) in RECALIBRATION_PIPELINE_CHANGES {
-        assert!(
-            pipeline_text.contains(from),
-            "the test pipeline changed: {from}"
-        );
-        pipeline_text = pipeline_text.replace(from, to);
-    }
-    let pipeline = dir.join("pipeline.toml");
-    std::fs::write(&pipeline, pipeline_text).unwrap();
+    let pipeline = write_pipeline(&dir, RECALIBRATION_PIPELINE_CHANGES);
     let first_model = dir.join("model.json");
     let second_model = dir.join("model.calibration-2.json");
     let session = Session::start(&[
@@ -862,16 +865,7 @@ fn cues_wait_for_a_ready_page_and_trials_it_did_not_show_are_left_out() {
         return;
     };
     let dir = scratch("watched");
-    let mut pipeline_text = PIPELINE.to_owned();
-    for (from, to) in WATCHED_PIPELINE_CHANGES {
-        assert!(
-            pipeline_text.contains(from),
-            "the test pipeline changed: {from}"
-        );
-        pipeline_text = pipeline_text.replace(from, to);
-    }
-    let pipeline = dir.join("pipeline.toml");
-    std::fs::write(&pipeline, pipeline_text).unwrap();
+    let pipeline = write_pipeline(&dir, WATCHED_PIPELINE_CHANGES);
     let xdf = dir.join("session.xdf");
     let model = dir.join("model.json");
     // `run` without a model on a page-cued pipeline: the closed loop with nobody but the
