@@ -847,3 +847,84 @@ fn mne_lsl_player_into_our_inlet_in_microvolts_with_its_annotations() {
         events.iter().map(|e| &e.label).collect::<Vec<_>>()
     );
 }
+
+/// The other direction: `neurostream replay FILE --lsl` publishes S001R04.edf and MNE-LSL's own
+/// consumer, `mne_lsl.stream.StreamLSL`, reads it as a lab would: the file's channel names, EEG
+/// channel types, the unit MNE calls volts with a micro multiplier (FIFF_UNIT_V = 107, 10⁻⁶),
+/// 160 Hz, and samples equal to the file's µV within 1e-5 relative.
+#[test]
+fn our_outlet_read_by_mne_lsl_stream_in_microvolts() {
+    let Some(edf) = common::eegmmidb_file("S001", 4) else {
+        return;
+    };
+    if !mne_lsl_available() || !inside_loopback("our_outlet_read_by_mne_lsl_stream_in_microvolts") {
+        return;
+    }
+    let recording = neurostream::io::open(&edf).unwrap();
+    let file = recording.primary_signal().unwrap();
+    let replay = Command::new(env!("CARGO_BIN_EXE_neurostream"))
+        .arg("replay")
+        .arg(&edf)
+        .args(["--lsl", "--speed", "1"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _replay = EdfPeer(replay);
+    let output = Command::new("python3")
+        .arg(peer_script("mne_stream.py"))
+        .args(["S001R04", "2"])
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    let summary: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
+    assert!(summary.get("error").is_none(), "{summary}");
+    let names: Vec<&str> = summary["ch_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(names.iter().copied().eq(file.info.labels()), "{names:?}");
+    assert!(summary["ch_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t == "eeg"));
+    // FIFF_UNIT_V with FIFF_UNITM_MU: MNE reads our "uV" as microvolts.
+    assert!(summary["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|u| u[0] == 107 && u[1] == -6));
+    assert_eq!(summary["sfreq"], 160.0);
+    let data = summary["data"].as_array().unwrap();
+    assert_eq!(data.len(), 64);
+    let row = |c: usize| -> Vec<f64> {
+        data[c]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    let rows: Vec<Vec<f64>> = (0..64).map(row).collect();
+    let n = rows[0].len();
+    assert_eq!(n, 320);
+    let column = |c: usize| file.channel(c).unwrap();
+    let start = (0..file.sample_count() - n)
+        .find(|&s| (0..64).all(|c| (f64::from(column(c)[s]) - rows[c][0]).abs() <= 1e-3))
+        .expect("MNE-LSL's first sample found in the file (values in µV)");
+    for (c, values) in rows.iter().enumerate() {
+        for (k, value) in values.iter().enumerate() {
+            let expected = f64::from(column(c)[start + k]);
+            assert!(
+                (value - expected).abs() <= 1e-5 * expected.abs().max(1.0),
+                "sample {k} channel {c}: MNE-LSL read {value}, the file has {expected} µV"
+            );
+        }
+    }
+    let span = summary["span"].as_f64().unwrap();
+    assert!((span - 319.0 / 160.0).abs() < 1e-3, "span {span}");
+    eprintln!("MNE-LSL StreamLSL: 64 × {n} samples from file sample {start}, units µV");
+}
