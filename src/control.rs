@@ -301,19 +301,19 @@ pub fn choose_operating_point(
 ) -> Result<OperatingPoint> {
     let (n, classes) = probabilities.dim();
     if n != labels.len() || n == 0 {
-        return Err(Error::Other(format!(
+        return Err(Error::Data(format!(
             "operating point: {n} probability rows and {} labels (need the same, at least one)",
             labels.len()
         )));
     }
     if commanding.len() != classes {
-        return Err(Error::Other(format!(
+        return Err(Error::Data(format!(
             "operating point: {} command flags for {classes} classes",
             commanding.len()
         )));
     }
     if let Some(i) = probabilities.iter().position(|p| !p.is_finite()) {
-        return Err(Error::Other(format!(
+        return Err(Error::Data(format!(
             "operating point: probability {i} (row-major) is not finite"
         )));
     }
@@ -336,7 +336,7 @@ pub fn choose_operating_point(
         .collect();
     let floor = 1.0 / classes as f64;
     if windows.is_empty() {
-        return Err(Error::Other(
+        return Err(Error::Data(
             "operating point: no calibration window is won by a class that sends a command".into(),
         ));
     }

@@ -220,11 +220,6 @@ pub trait EngineSink {
     }
 }
 
-/// A sink that wants nothing (a driver that only reads the engine's summary).
-pub struct NoSink;
-
-impl EngineSink for NoSink {}
-
 /// Running totals of one engine.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EngineSummary {
@@ -333,12 +328,12 @@ impl Engine {
     /// a reset. Recorded as [`SessionEvent::ModelLoaded`].
     pub fn load_model(&mut self, model: Model, sink: &mut dyn EngineSink) -> Result<()> {
         let Some((config, input)) = &self.plan else {
-            return Err(crate::Error::Other(
+            return Err(crate::Error::Internal(
                 "this engine was made from a ready pipeline; it cannot load a model".into(),
             ));
         };
         let json = serde_json::to_string(&model)
-            .map_err(|e| crate::Error::Other(format!("cannot serialise the model: {e}")))?;
+            .map_err(|e| crate::Error::Internal(format!("cannot serialise the model: {e}")))?;
         let (pipeline, controller) = Self::parts(config, input, Some(model))?;
         self.recent = RecentCommands::new(pipeline.feature_names().len());
         self.pipeline = pipeline;
@@ -348,11 +343,6 @@ impl Engine {
             model: json,
         };
         sink.session_event(self.now, &event)
-    }
-
-    /// The configuration the engine was built from (see [`Engine::build`]).
-    pub fn config(&self) -> Option<&PipelineConfig> {
-        self.plan.as_ref().map(|(config, _)| config)
     }
 
     /// Class probabilities of the newest window, when the pipeline decodes and a window has

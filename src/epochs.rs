@@ -259,7 +259,7 @@ pub fn cut_all_named<'a>(
             if path.as_os_str().is_empty() {
                 e
             } else {
-                Error::Other(format!("{}: {e}", path.display()))
+                Error::Data(format!("{}: {e}", path.display()))
             }
         })?;
         match &mut pooled {
@@ -267,7 +267,7 @@ pub fn cut_all_named<'a>(
             Some(p) => p.append(epochs)?,
         }
     }
-    pooled.ok_or_else(|| Error::Other("no recordings given".into()))
+    pooled.ok_or_else(|| Error::Data("no recordings given".into()))
 }
 
 #[cfg(test)]

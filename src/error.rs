@@ -32,6 +32,37 @@ pub enum Error {
     #[error("stream: {0}")]
     Stream(String),
 
+    /// Not enough, or unusable, data for what was asked: too few trials or windows, a class
+    /// without examples, scores that are not finite, no recordings: more (or other) data fixes
+    /// it, not another configuration.
+    #[error("{0}")]
+    Data(String),
+
+    /// A numerical method failed on the data it was given: a matrix that must be positive
+    /// definite is not, an iteration that left its domain.
+    #[error("{0}")]
+    Numeric(String),
+
+    /// A model file that cannot be used: not a model, an unknown version, or it does not fit
+    /// the pipeline it is loaded into. `origin` is the file (or what holds the model).
+    #[error("model {origin}: {detail}")]
+    Model { origin: String, detail: String },
+
+    /// A peer over the network: a bad URL, a refused connection, a download that failed, a
+    /// socket that cannot be bound.
+    #[error("{0}")]
+    Network(String),
+
+    /// What this build or machine cannot do: LSL left out of the build, no loopback-only
+    /// network namespace, a thread or runtime the OS refused.
+    #[error("{0}")]
+    Unsupported(String),
+
+    /// A broken invariant inside neurostream (a worker thread that panicked, a value that
+    /// cannot be serialised): a bug to report, not something the caller can fix.
+    #[error("internal error (please report): {0}")]
+    Internal(String),
+
     #[error("{0}")]
     Other(String),
 }

@@ -58,7 +58,7 @@ pub fn is_loopback_only() -> bool {
 /// configuration.
 pub fn require() -> Result<()> {
     if !is_loopback_only() {
-        return Err(Error::Other(format!(
+        return Err(Error::Unsupported(format!(
             "refusing to open LSL: this process sees network interfaces {:?}; run it through \
              neurostream::loopback::command (or scripts/loopback)",
             interfaces()
@@ -66,7 +66,7 @@ pub fn require() -> Result<()> {
     }
     match std::env::var_os("LSLAPICFG") {
         Some(path) if Path::new(&path).is_file() => Ok(()),
-        _ => Err(Error::Other(
+        _ => Err(Error::Unsupported(
             "refusing to open LSL: LSLAPICFG does not point at a loopback-only LSL configuration"
                 .into(),
         )),
@@ -109,7 +109,7 @@ fn unshare_flags() -> Result<&'static str> {
             return Ok(flags);
         }
     }
-    Err(Error::Other(
+    Err(Error::Unsupported(
         "cannot create a loopback-only network namespace here: `unshare -n` (root) and \
          `unshare -rn` (user namespaces) both failed; LSL tests refuse to run without one"
             .into(),

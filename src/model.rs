@@ -156,9 +156,44 @@ impl Model {
         }
     }
 
+    /// Whether this model can decode for `config`: the same decoder kind and the same classes
+    /// in the same order. Every command that takes a model runs this (through
+    /// [`crate::pipeline::Pipeline::build`]), so a pipeline file whose `[decoder]` or
+    /// `[training] classes` differ from the model's is refused with both named, instead of the
+    /// model's decoder running under the file's name. A pipeline without `[decoder]` (features
+    /// only) may still load a model for its fitted feature stage.
+    pub fn check_config(&self, config: &PipelineConfig) -> Result<()> {
+        if let Some(decoder) = &config.decoder {
+            if decoder.kind() != self.decoder.kind() {
+                return Err(Error::config(
+                    config.origin(),
+                    format!(
+                        "decoder.kind = {:?}, but the model's decoder is {:?}; use a pipeline \
+                         whose [decoder] kind is {:?} or train a model for this pipeline",
+                        decoder.kind(),
+                        self.decoder.kind(),
+                        self.decoder.kind()
+                    ),
+                ));
+            }
+        }
+        let classes = config.training.class_names();
+        if classes != self.classes {
+            return Err(Error::config(
+                config.origin(),
+                format!(
+                    "training.classes names {classes:?}, but the model was trained on {:?}; \
+                     use the model's classes in its order or train a model for this pipeline",
+                    self.classes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string(self)
-            .map_err(|e| Error::Other(format!("serializing the model: {e}")))?;
+            .map_err(|e| Error::Internal(format!("serializing the model: {e}")))?;
         std::fs::write(path, text).map_err(|e| Error::io(path, e))
     }
 
@@ -166,7 +201,7 @@ impl Model {
     pub fn save_new(&self, path: &Path) -> Result<()> {
         use std::io::Write;
         let text = serde_json::to_string(self)
-            .map_err(|e| Error::Other(format!("serializing the model: {e}")))?;
+            .map_err(|e| Error::Internal(format!("serializing the model: {e}")))?;
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -190,7 +225,10 @@ impl Model {
             format: Option<String>,
             version: Option<u32>,
         }
-        let bad = |detail: String| Error::Other(format!("model {origin}: {detail}"));
+        let bad = |detail: String| Error::Model {
+            origin: origin.to_owned(),
+            detail,
+        };
         let header: Header =
             serde_json::from_str(text).map_err(|e| bad(format!("not a JSON model file: {e}")))?;
         if header.format.as_deref() != Some(MODEL_FORMAT) {

@@ -394,7 +394,9 @@ impl CueOutlet {
                     }
                 }
             })
-            .map_err(|e| crate::Error::Other(format!("cannot start the cue outlet thread: {e}")))?;
+            .map_err(|e| {
+                crate::Error::Unsupported(format!("cannot start the cue outlet thread: {e}"))
+            })?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(CueOutlet {
                 tx,

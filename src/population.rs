@@ -100,7 +100,7 @@ pub struct ClassStats {
 }
 
 fn other(msg: impl Into<String>) -> Error {
-    Error::Other(msg.into())
+    Error::Data(msg.into())
 }
 
 /// Ledoit–Wolf shrinkage of already centred rows `x` (n × p), as scikit-learn's

@@ -82,12 +82,12 @@ impl Session {
     /// Serialise `config` and `model` as they are when the session starts.
     pub fn new(config: &PipelineConfig, model: Option<&Model>) -> Result<Self> {
         let pipeline = toml::to_string(config).map_err(|e| {
-            Error::Other(format!(
+            Error::Internal(format!(
                 "cannot serialise the pipeline for the recording: {e}"
             ))
         })?;
         let model = model.map(serde_json::to_string).transpose().map_err(|e| {
-            Error::Other(format!("cannot serialise the model for the recording: {e}"))
+            Error::Internal(format!("cannot serialise the model for the recording: {e}"))
         })?;
         Ok(Session { pipeline, model })
     }
@@ -119,7 +119,7 @@ impl Session {
     /// The session stored in a FileHeader's XML; `Ok(None)` if the file was not recorded by
     /// neurostream (no `<neurostream>` element).
     pub fn from_file_header(xml: &str) -> Result<Option<Self>> {
-        let bad = |detail: String| Error::Other(format!("XDF FileHeader: {detail}"));
+        let bad = |detail: String| Error::Data(format!("XDF FileHeader: {detail}"));
         let doc =
             roxmltree::Document::parse(xml).map_err(|e| bad(format!("XML does not parse: {e}")))?;
         let Some(node) = doc
@@ -199,12 +199,7 @@ impl Recorder {
             .truncate(config.overwrite)
             .create_new(!config.overwrite)
             .open(&path)
-            .map_err(|e| {
-                Error::Other(format!(
-                    "cannot create the recording {}: {e}",
-                    path.display()
-                ))
-            })?;
+            .map_err(|e| Error::io(&path, e))?;
         let header = format!(
             "<datetime>{}</datetime>{}",
             utc_now_iso8601(),
@@ -258,7 +253,7 @@ impl Recorder {
                     written,
                 )
             })
-            .map_err(|e| Error::Other(format!("cannot start the recorder thread: {e}")))?;
+            .map_err(|e| Error::Internal(format!("cannot start the recorder thread: {e}")))?;
         tracing::info!("recording to {}", path.display());
         Ok(Recorder {
             items: items_tx,
@@ -334,7 +329,7 @@ impl Recorder {
         drop(items);
         let summary = thread
             .join()
-            .map_err(|_| Error::Other("the recorder thread panicked".into()))??;
+            .map_err(|_| Error::Internal("the recorder thread panicked".into()))??;
         if dropped > 0 {
             tracing::warn!(
                 "recording {}: {dropped} item(s) dropped because the disk fell behind; a replay of it will not be exact",

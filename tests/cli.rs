@@ -427,3 +427,61 @@ fn info_summarises_the_commands_of_a_session_recording() {
     assert!(table.lines().count() < 20, "{table}");
     assert!(!table.contains("\"seq\""), "command JSON printed: {table}");
 }
+
+/// A model is refused, with both sides named, by every command that takes `--model` when the
+/// pipeline's decoder kind or classes differ from the model's (before this, a CSP + LDA model
+/// ran silently under a pipeline file saying `kind = "svm"`).
+#[test]
+fn a_model_is_refused_by_a_pipeline_with_another_decoder_or_classes() {
+    let Some([r04, _, r12]) = common::imagery_runs("S007") else {
+        return;
+    };
+    let (r04, r12) = (r04.to_str().unwrap(), r12.to_str().unwrap());
+    let model = temp("refused_csp_lda.json");
+    let model = model.to_str().unwrap();
+    stdout(&neurostream(&[
+        "train",
+        "--pipeline",
+        "pipelines/mi_csp_lda.toml",
+        "--recording",
+        r04,
+        "--out",
+        model,
+    ]));
+    // The same pipeline on the recording itself, so every command gets as far as the model.
+    let lda = std::fs::read_to_string("pipelines/mi_csp_lda.toml")
+        .unwrap()
+        .replace("path = \"recording.edf\"", &format!("path = {r12:?}"));
+    let svm = std::fs::read_to_string("pipelines/mi_csp_svm.toml")
+        .unwrap()
+        .replace("path = \"recording.edf\"", &format!("path = {r12:?}"));
+    let renamed = lda.replace("name = \"left\"", "name = \"links\"");
+    assert_ne!(renamed, lda);
+    for (name, text, expected) in [
+        ("svm", &svm, ["\"svm\"", "\"lda\""]),
+        ("renamed", &renamed, ["\"links\"", "\"left\""]),
+    ] {
+        let pipeline = temp(&format!("refused_{name}.toml"));
+        std::fs::write(&pipeline, text).unwrap();
+        let pipeline = pipeline.to_str().unwrap();
+        for command in [
+            vec!["check", pipeline, "--model", model],
+            vec!["replay", r12, "--pipeline", pipeline, "--model", model],
+            vec!["run", "--pipeline", pipeline, "--model", model],
+            vec![
+                "session",
+                "--pipeline",
+                pipeline,
+                "--model",
+                model,
+                "--bind",
+                "127.0.0.1:0",
+            ],
+        ] {
+            let err = failure(&neurostream(&command));
+            for word in expected {
+                assert!(err.contains(word), "{command:?} must name {word}: {err}");
+            }
+        }
+    }
+}

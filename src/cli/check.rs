@@ -63,31 +63,16 @@ pub fn run(args: CheckArgs) -> Result<()> {
 fn check_model(config: &PipelineConfig, model: &Model, path: &Path) -> Result<()> {
     let origin = format!("{} with model {}", config.origin(), path.display());
     let bad = |detail: String| Err(Error::config(origin.clone(), detail));
-    match &config.decoder {
-        None => {
-            return bad(format!(
-                "the pipeline has no [decoder], the model's decoder is kind = {:?}; allowed: a \
-                 pipeline whose [decoder] kind is {:?}",
-                model.decoder.kind(),
-                model.decoder.kind()
-            ))
-        }
-        Some(decoder) if decoder.kind() != model.decoder.kind() => {
-            return bad(format!(
-                "decoder.kind = {:?}, the model's decoder is {:?}; allowed: the model's kind",
-                decoder.kind(),
-                model.decoder.kind()
-            ))
-        }
-        Some(_) => {}
-    }
-    let classes = config.training.class_names();
-    if classes != model.classes {
+    if config.decoder.is_none() {
         return bad(format!(
-            "training.classes names {:?}, the model was trained on {:?}; allowed: the model's \
-             classes in its order",
-            classes, model.classes
+            "the pipeline has no [decoder], the model's decoder is kind = {:?}; allowed: a \
+             pipeline whose [decoder] kind is {:?}",
+            model.decoder.kind(),
+            model.decoder.kind()
         ));
+    }
+    if let Err(Error::Config { detail, .. }) = model.check_config(config) {
+        return bad(detail);
     }
     // The stream the model was trained on, as the pipeline's preprocessing saw it; a
     // channel selection of those same labels keeps them all.

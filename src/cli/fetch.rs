@@ -84,7 +84,7 @@ pub fn run(args: FetchArgs) -> Result<()> {
                 .find(|(_, n)| *n == name)
                 .map(|(h, _)| h.as_str());
             let expected = expected.ok_or_else(|| {
-                Error::Other(format!(
+                Error::Data(format!(
                     "{} has no entry for {name}; cannot verify it, so it is not downloaded",
                     root.join(SUMS_FILE).display()
                 ))
@@ -167,7 +167,7 @@ fn parse_sums(text: &str, origin: &str) -> Result<Vec<(String, String)>> {
         match parsed {
             Some(entry) => sums.push(entry),
             None => {
-                return Err(Error::Other(format!(
+                return Err(Error::Data(format!(
                     "{origin} line {}: {line:?} is not `SHA256  path`; not a SHA256SUMS file",
                     i + 1
                 )))
@@ -175,7 +175,7 @@ fn parse_sums(text: &str, origin: &str) -> Result<Vec<(String, String)>> {
         }
     }
     if sums.is_empty() {
-        return Err(Error::Other(format!("{origin}: no checksums in it")));
+        return Err(Error::Data(format!("{origin}: no checksums in it")));
     }
     Ok(sums)
 }
@@ -188,7 +188,7 @@ fn download_verified(url: &str, target: &Path, expected: &str) -> Result<()> {
     let result = curl(url, &part).and_then(|()| {
         let actual = sha256_file(&part)?;
         if actual != expected {
-            return Err(Error::Other(format!(
+            return Err(Error::Data(format!(
                 "{url}: SHA-256 is {actual} but SHA256SUMS.txt says {expected}: the download is corrupt or truncated; nothing was kept in the cache"
             )));
         }
@@ -217,14 +217,14 @@ fn curl(url: &str, out: &Path) -> Result<()> {
         .arg(url)
         .output()
         .map_err(|e| {
-            Error::Other(format!(
+            Error::Unsupported(format!(
                 "cannot run curl ({e}): `neurostream fetch` downloads with the curl program; install it (e.g. apt-get install curl)"
             ))
         })?;
     if output.status.success() {
         return Ok(());
     }
-    Err(Error::Other(format!(
+    Err(Error::Network(format!(
         "downloading {url} failed (curl {}): {}",
         output
             .status

@@ -57,8 +57,9 @@ pub fn run(args: ListenArgs) -> Result<()> {
     if url != args.url {
         tracing::info!("connecting to {url}");
     }
-    let runtime = tokio::runtime::Runtime::new()
-        .map_err(|e| neurostream::Error::Other(format!("cannot start the async runtime: {e}")))?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| {
+        neurostream::Error::Unsupported(format!("cannot start the async runtime: {e}"))
+    })?;
     runtime.block_on(async {
         let signal = super::stop_signal()?;
         let stop = async {

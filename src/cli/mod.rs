@@ -248,7 +248,7 @@ pub fn stop_signal(
     use tokio::signal::unix::{signal, SignalKind};
     let listen = |kind: SignalKind, name: &str| {
         signal(kind)
-            .map_err(|e| neurostream::Error::Other(format!("cannot listen for {name}: {e}")))
+            .map_err(|e| neurostream::Error::Unsupported(format!("cannot listen for {name}: {e}")))
     };
     let mut interrupt = listen(SignalKind::interrupt(), "SIGINT")?;
     let mut terminate = listen(SignalKind::terminate(), "SIGTERM")?;
@@ -284,8 +284,9 @@ where
     F: FnOnce(neurostream::service::ServiceConfig) -> Fut,
     Fut: std::future::Future<Output = neurostream::Result<neurostream::service::Service>>,
 {
-    let runtime = tokio::runtime::Runtime::new()
-        .map_err(|e| neurostream::Error::Other(format!("cannot start the async runtime: {e}")))?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| {
+        neurostream::Error::Unsupported(format!("cannot start the async runtime: {e}"))
+    })?;
     runtime.block_on(async move {
         let service = start(config).await?;
         tracing::info!(
@@ -319,7 +320,7 @@ where
             );
         }
         if summary.recorder_dropped > 0 {
-            return Err(neurostream::Error::Other(format!(
+            return Err(neurostream::Error::Data(format!(
                 "the recording lost {} item(s): the disk could not keep up",
                 summary.recorder_dropped
             )));

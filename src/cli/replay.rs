@@ -215,7 +215,7 @@ fn print_commands(
         if let Some(i) = (0..commands.len().max(recorded.commands.len()))
             .find(|&i| commands.get(i) != recorded.commands.get(i))
         {
-            return Err(neurostream::Error::Other(format!(
+            return Err(neurostream::Error::Data(format!(
                 "replayed commands differ from the recording at command #{}: recorded {}, replayed {}",
                 i + 1,
                 describe(recorded.commands.get(i)),
@@ -289,7 +289,7 @@ fn publish(file: &std::path::Path, source: &mut Replay) -> Result<()> {
 
 #[cfg(not(feature = "lsl"))]
 fn publish(_: &std::path::Path, _: &mut Replay) -> Result<()> {
-    Err(neurostream::Error::Other(
+    Err(neurostream::Error::Unsupported(
         "this neurostream was built without LSL support; rebuild with the default features".into(),
     ))
 }

@@ -143,8 +143,13 @@ pub fn run(args: SessionArgs) -> Result<()> {
             config.paradigm.online_trials_per_class
         );
     }
-    let mut closed_loop = ClosedLoop::new(&config, &info, model.is_some(), model_out)?
-        .ok_or_else(|| Error::Other("this pipeline has no closed loop to run".into()))?;
+    let mut closed_loop =
+        ClosedLoop::new(&config, &info, model.is_some(), model_out)?.ok_or_else(|| {
+            Error::config(
+                config.origin(),
+                "this pipeline has no closed loop to run (add a [paradigm] table)",
+            )
+        })?;
     if let Some(follower) = follower {
         closed_loop.set_follower(follower);
     }

@@ -228,7 +228,7 @@ fn publish(args: &SimulateArgs, montage: neurostream::source::simulator::Montage
 
 #[cfg(not(feature = "lsl"))]
 fn publish(_: &SimulateArgs, _: neurostream::source::simulator::Montage) -> Result<()> {
-    Err(Error::Other(
+    Err(Error::Unsupported(
         "this neurostream was built without LSL support; rebuild with the default features".into(),
     ))
 }

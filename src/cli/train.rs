@@ -72,7 +72,7 @@ pub fn people_epochs(config: &PipelineConfig, files: &[PathBuf]) -> Result<Vec<(
         .map(|(person, files)| {
             let recordings = files.iter().map(io::open).collect::<Result<Vec<_>>>()?;
             let epochs = epochs::cut_all(&recordings, config)
-                .map_err(|e| Error::Other(format!("{person}: {e}")))?;
+                .map_err(|e| Error::Data(format!("{person}: {e}")))?;
             Ok((person, epochs))
         })
         .collect()
@@ -200,7 +200,7 @@ fn train_with_prior(config: &PipelineConfig, prior_path: &Path, args: &TrainArgs
             let cut = epochs::cut_all(&recordings, &rest_config)?;
             let rest: Vec<usize> = (0..cut.len()).filter(|&i| cut.labels[i] == 0).collect();
             if rest.is_empty() {
-                return Err(Error::Other(format!(
+                return Err(Error::Data(format!(
                     "no windows after event {event:?} in the recordings to estimate the person's mean"
                 )));
             }
@@ -253,7 +253,7 @@ pub fn evaluate_population(pipeline: &Path, recordings: &[PathBuf], json: bool) 
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| Error::Other(e.to_string()))?
+            serde_json::to_string_pretty(&report).map_err(|e| Error::Internal(e.to_string()))?
         );
         return Ok(());
     }

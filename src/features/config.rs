@@ -97,7 +97,7 @@ impl FeaturesConfig {
             given.len() <= 1,
             "features",
             format!("{} tables ({})", given.len(), given.join(", ")),
-            "exactly one of features.band_power, features.csp, features.tangent_space",
+            "at most one of features.band_power, features.csp, features.tangent_space (none: band power with its defaults)",
         );
         if let Some(bp) = &self.band_power {
             bp.check("features.band_power", self.window_seconds, rate, problems);
@@ -132,7 +132,7 @@ impl FeaturesConfig {
             return Err(Error::config(
                 "pipeline",
                 format!(
-                    "[features] has {} tables ({}); allowed: exactly one of features.band_power, features.csp, features.tangent_space",
+                    "[features] has {} tables ({}); allowed: at most one of features.band_power, features.csp, features.tangent_space (none: band power with its defaults)",
                     given.len(),
                     given.join(", ")
                 ),

@@ -101,6 +101,7 @@ impl Pipeline {
         let fingerprint = Fingerprint::new(config, labels.clone(), rate, window);
         let (decoder, classes, calibration) = match model {
             Some(model) => {
+                model.check_config(config)?;
                 model.fingerprint.check(&fingerprint)?;
                 extractor.restore(model.extractor)?;
                 (Some(model.decoder), model.classes, model.calibration)

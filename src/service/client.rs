@@ -18,15 +18,15 @@ pub async fn listen(
 ) -> Result<()> {
     let mut request = url
         .into_client_request()
-        .map_err(|e| Error::Other(format!("bad URL {url:?}: {e}")))?;
+        .map_err(|e| Error::Network(format!("bad URL {url:?}: {e}")))?;
     if let Some(token) = token {
         let value = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|e| Error::Other(format!("bad token: {e}")))?;
+            .map_err(|e| Error::Network(format!("bad token: {e}")))?;
         request.headers_mut().insert("Authorization", value);
     }
     let (mut socket, _) = tokio_tungstenite::connect_async(request)
         .await
-        .map_err(|e| Error::Other(format!("cannot connect to {url}: {e}")))?;
+        .map_err(|e| Error::Network(format!("cannot connect to {url}: {e}")))?;
     tokio::pin!(stop);
     loop {
         let message = tokio::select! {
@@ -38,7 +38,7 @@ pub async fn listen(
         };
         match message {
             None => return Ok(()),
-            Some(Err(e)) => return Err(Error::Other(format!("connection to {url}: {e}"))),
+            Some(Err(e)) => return Err(Error::Network(format!("connection to {url}: {e}"))),
             Some(Ok(Message::Text(text))) => {
                 let kind = serde_json::from_str::<serde_json::Value>(text.as_str())
                     .ok()

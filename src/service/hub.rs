@@ -36,10 +36,6 @@ pub struct ClientQueue {
 }
 
 impl ClientQueue {
-    pub fn new(capacity: usize) -> Self {
-        Self::with_bytes(capacity, usize::MAX)
-    }
-
     /// At most `capacity` messages and `capacity_bytes` bytes of text (a single larger
     /// message is still kept, alone).
     pub fn with_bytes(capacity: usize, capacity_bytes: usize) -> Self {
@@ -123,32 +119,37 @@ impl ClientQueue {
     }
 }
 
-/// What a [`FeedbackRequest`] asks of the DSP thread.
+/// What a client asks of the DSP thread: the typed command channel from the clients (and
+/// `POST /rollback`) to the one loop that owns the decoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FeedbackAction {
-    /// One learning step with `label` (on the window of command `seq`, or the latest).
-    Learn,
-    /// Put the decoder back to the model the session started with (`label` is
-    /// [`FeedbackRequest::NO_LABEL`]).
+pub enum Command {
+    /// One learning step with class index `label` on the window of command `seq` (or the
+    /// latest).
+    Learn { label: usize, seq: Option<u64> },
+    /// Put the decoder back to the model the session started with.
     Rollback,
-    /// Start a new calibration block (closed-loop sessions only; `label` is
-    /// [`FeedbackRequest::NO_LABEL`]).
+    /// Start a new calibration block (closed-loop sessions only).
     Recalibrate,
 }
 
-/// A feedback-authorised client's request to learn from a window or to roll the model back.
+/// A feedback-authorised request, and where to answer it (`None`: nobody waits for an
+/// answer, as for `POST /rollback`, whose HTTP reply only says it was queued).
 #[derive(Debug)]
-pub struct FeedbackRequest {
-    pub label: usize,
-    pub seq: Option<u64>,
-    pub reply: Arc<ClientQueue>,
-    pub action: FeedbackAction,
+pub struct Request {
+    pub command: Command,
+    pub reply: Option<Arc<ClientQueue>>,
 }
 
-impl FeedbackRequest {
-    /// The label of a rollback: out of range for every decoder, so a DSP side that does not
-    /// look at `action` refuses it rather than learning from it.
-    pub const NO_LABEL: usize = usize::MAX;
+impl Request {
+    /// Put `message` on the requesting client's queue, if it has one.
+    pub fn answer(&self, message: &super::protocol::ServerMessage) {
+        if let Some(reply) = &self.reply {
+            reply.push(Outgoing {
+                text: message.to_json().into(),
+                arrived: None,
+            });
+        }
+    }
 }
 
 /// What the DSP thread and the client tasks share.
@@ -164,7 +165,7 @@ pub struct Hub {
     /// The `hello` every new client gets first (decoder version updated by the DSP thread).
     hello: Mutex<Hello>,
     clients: Mutex<Vec<Arc<ClientQueue>>>,
-    feedback: SyncSender<FeedbackRequest>,
+    feedback: SyncSender<Request>,
     /// The latest closed-loop `session` message, sent to new clients after `hello`.
     session_state: Mutex<Option<Arc<str>>>,
     /// The stream clock and the page paradigm's planned cues (set once by the runtime).
@@ -172,7 +173,7 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(config: ServiceConfig, hello: Hello, feedback: SyncSender<FeedbackRequest>) -> Self {
+    pub fn new(config: ServiceConfig, hello: Hello, feedback: SyncSender<Request>) -> Self {
         Hub {
             client_slots: Arc::new(Semaphore::new(config.max_clients)),
             sessions: TaskTracker::new(),
@@ -309,7 +310,8 @@ impl Hub {
     }
 
     /// Queue a feedback request for the DSP thread; `false` if its channel is full.
-    pub fn feedback(&self, request: FeedbackRequest) -> bool {
+    /// Queue a client request for the DSP thread; `false` (counted) when the queue is full.
+    pub fn request(&self, request: Request) -> bool {
         match self.feedback.try_send(request) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {

@@ -2,10 +2,12 @@
 //!
 //! ```text
 //!  source thread ──(bounded)──► DSP thread ──► per-client bounded queues ──► WebSocket tasks
-//!  (blocking       std channel  (Pipeline::process,  (drop-oldest, loss       (axum, tokio)
-//!   next_item)                   Controller::decide)   counted and reported)
+//!  (blocking       std channel  (Engine::on_item:     (drop-oldest, loss       (axum, tokio)
+//!   next_item)                   pipeline, controller, counted and reported)
+//!                                closed loop, sinks)
 //!                      ▲                                                        │
-//!                      └──────────── feedback (bounded, try_send) ◄─────────────┘
+//!                      └──── client requests (learn, rollback, recalibrate; ◄────┘
+//!                            bounded, try_send)
 //! ```
 //!
 //! The synchronous hot path runs on its own OS thread and never waits on a client: it pushes
@@ -15,7 +17,8 @@
 //! - [`protocol`]: the versioned JSON messages (docs/protocol.md).
 //! - [`hub`]: what the DSP thread and the client tasks share (client queues, `hello`, feedback).
 //! - [`runtime`]: the source and DSP threads and [`Service`] (start, address, shutdown).
-//! - [`server`]: the axum router (`/ws`, `/metrics`, `/health`), authentication, limits.
+//! - [`server`]: the axum router (`/ws`, `/metrics`, `/health`, `/rollback`), one file per
+//!   job: accept loop and limits, authentication layers, pages, endpoints, WebSocket session.
 //! - [`metrics`]: counters and the latency histogram in the Prometheus text format.
 //! - [`client`]: the small client behind `neurostream listen`.
 

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use rand::Rng;
 
-use super::hub::{FeedbackAction, FeedbackRequest, Hub, Outgoing};
+use super::hub::{Command, Hub, Outgoing, Request};
 use super::metrics::{DropReason, Metrics};
 use super::protocol::{
     self, DecoderDescription, ErrorCode, Hello, Limits, ServerMessage, Status, StatusEvent,
@@ -91,10 +91,10 @@ impl Service {
         config.validate()?;
         let listener = tokio::net::TcpListener::bind(config.bind)
             .await
-            .map_err(|e| Error::Other(format!("cannot listen on {}: {e}", config.bind)))?;
+            .map_err(|e| Error::Network(format!("cannot listen on {}: {e}", config.bind)))?;
         let addr = listener
             .local_addr()
-            .map_err(|e| Error::Other(format!("cannot read the bound address: {e}")))?;
+            .map_err(|e| Error::Network(format!("cannot read the bound address: {e}")))?;
         let info = source.stream_info().clone();
         // Created before anything runs, so a bad path fails the start, not the session.
         let recorder = config
@@ -157,7 +157,7 @@ impl Service {
                     break;
                 }
             })
-            .map_err(|e| Error::Other(format!("cannot start the source thread: {e}")))?;
+            .map_err(|e| Error::Unsupported(format!("cannot start the source thread: {e}")))?;
 
         let dsp_hub = hub.clone();
         let dsp = std::thread::Builder::new()
@@ -192,7 +192,7 @@ impl Service {
                 dsp_hub.shutdown.trigger();
                 result
             })
-            .map_err(|e| Error::Other(format!("cannot start the DSP thread: {e}")))?;
+            .map_err(|e| Error::Unsupported(format!("cannot start the DSP thread: {e}")))?;
 
         let server = tokio::spawn(super::server::serve(listener, hub.clone()));
         Ok(Service {
@@ -225,12 +225,12 @@ impl Service {
         let dsp = self.dsp.take().expect("joined once");
         let summary = tokio::task::spawn_blocking(move || dsp.join())
             .await
-            .map_err(|e| Error::Other(format!("DSP thread: {e}")))?
-            .map_err(|_| Error::Other("the DSP thread panicked".into()))??;
+            .map_err(|e| Error::Internal(format!("DSP thread: {e}")))?
+            .map_err(|_| Error::Internal("the DSP thread panicked".into()))??;
         match served {
             Ok(Ok(())) => Ok(summary),
-            Ok(Err(e)) => Err(Error::Other(format!("server: {e}"))),
-            Err(e) => Err(Error::Other(format!("server task: {e}"))),
+            Ok(Err(e)) => Err(Error::Network(format!("server: {e}"))),
+            Err(e) => Err(Error::Internal(format!("server task: {e}"))),
         }
     }
 }
@@ -260,7 +260,7 @@ fn dsp_loop(
     mut engine: Engine,
     mut closed_loop: Option<ClosedLoop>,
     items: Receiver<(Result<SourceItem>, Instant)>,
-    feedback: Receiver<FeedbackRequest>,
+    feedback: Receiver<Request>,
     recorder: &mut Option<Recorder>,
 ) -> Result<DspSummary> {
     if let Some(state) = closed_loop.as_ref().map(ClosedLoop::state) {
@@ -410,12 +410,12 @@ fn apply_feedback(
     hub: &Hub,
     engine: &mut Engine,
     mut closed_loop: Option<&mut ClosedLoop>,
-    feedback: &Receiver<FeedbackRequest>,
+    feedback: &Receiver<Request>,
     sink: &mut ServiceSink<'_>,
 ) -> Result<()> {
     while let Ok(request) = feedback.try_recv() {
-        if request.action == FeedbackAction::Recalibrate {
-            match closed_loop.as_deref_mut() {
+        match request.command {
+            Command::Recalibrate => match closed_loop.as_deref_mut() {
                 Some(closed_loop) => {
                     closed_loop.recalibrate();
                     tracing::info!(
@@ -423,59 +423,43 @@ fn apply_feedback(
                          the current model keeps deciding until the new one is loaded",
                         closed_loop.calibrations()
                     );
-                    let reply = ServerMessage::Recalibrating(protocol::Recalibrating {
-                        calibration: closed_loop.calibrations(),
-                    });
                     // The answer before the new state, so the client reads them in order.
-                    request.reply.push(Outgoing {
-                        text: reply.to_json().into(),
-                        arrived: None,
-                    });
+                    request.answer(&ServerMessage::Recalibrating(protocol::Recalibrating {
+                        calibration: closed_loop.calibrations(),
+                    }));
                     announce(hub, engine, &closed_loop.state(), false);
                 }
-                None => {
-                    request.reply.push(Outgoing {
-                        text: ServerMessage::error(
-                            ErrorCode::BadRequest,
-                            "this service runs no closed-loop session (start it with \
-                             `neurostream session` or `run` without a model on a fitted \
-                             pipeline) to recalibrate",
-                        )
-                        .to_json()
-                        .into(),
-                        arrived: None,
-                    });
+                None => request.answer(&ServerMessage::error(
+                    ErrorCode::BadRequest,
+                    "this service runs no closed-loop session (start it with \
+                     `neurostream session` or `run` without a model on a fitted \
+                     pipeline) to recalibrate",
+                )),
+            },
+            Command::Rollback => {
+                let reply = if engine.rollback(sink)? {
+                    let version = engine.pipeline().decoder_version();
+                    sink.hub.set_decoder_version(version);
+                    tracing::info!("decoder rolled back to the calibrated model");
+                    ServerMessage::RolledBack(protocol::RolledBack {
+                        decoder_version: version,
+                    })
+                } else {
+                    ServerMessage::error(ErrorCode::BadRequest, "no decoder to roll back")
+                };
+                request.answer(&reply);
+            }
+            Command::Learn { label, seq } => {
+                sink.reply = request.reply.clone();
+                let outcome = engine.feedback(label, seq, sink);
+                sink.reply = None;
+                if let Err(refusal) = outcome? {
+                    request.answer(&ServerMessage::error(
+                        ErrorCode::BadRequest,
+                        refusal.to_string(),
+                    ));
                 }
             }
-            continue;
-        }
-        if request.action == FeedbackAction::Rollback {
-            let reply = if engine.rollback(sink)? {
-                let version = engine.pipeline().decoder_version();
-                sink.hub.set_decoder_version(version);
-                tracing::info!("decoder rolled back to the calibrated model");
-                ServerMessage::RolledBack(protocol::RolledBack {
-                    decoder_version: version,
-                })
-            } else {
-                ServerMessage::error(ErrorCode::BadRequest, "no decoder to roll back")
-            };
-            request.reply.push(Outgoing {
-                text: reply.to_json().into(),
-                arrived: None,
-            });
-            continue;
-        }
-        sink.reply = Some(request.reply.clone());
-        let outcome = engine.feedback(request.label, request.seq, sink);
-        sink.reply = None;
-        if let Err(refusal) = outcome? {
-            request.reply.push(Outgoing {
-                text: ServerMessage::error(ErrorCode::BadRequest, refusal.to_string())
-                    .to_json()
-                    .into(),
-                arrived: None,
-            });
         }
     }
     Ok(())

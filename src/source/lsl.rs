@@ -236,7 +236,7 @@ impl LslConfig {
     #[cfg(not(feature = "lsl"))]
     pub fn build(&self) -> Result<std::convert::Infallible> {
         self.validate()?;
-        Err(Error::Other(
+        Err(Error::Unsupported(
             "this neurostream was built without LSL support; rebuild with the default \
              features (`cargo build --release`, needs cmake)"
                 .into(),
@@ -335,9 +335,9 @@ mod inlet {
                     }
                     inlet.run();
                 })
-                .map_err(|e| Error::Other(format!("cannot start the LSL inlet thread: {e}")))?;
+                .map_err(|e| Error::Internal(format!("cannot start the LSL inlet thread: {e}")))?;
             let (info, marker_info) = ready_rx.recv().map_err(|_| {
-                Error::Other("the LSL inlet thread stopped while resolving".into())
+                Error::Internal("the LSL inlet thread stopped while resolving".into())
             })??;
             Ok(LslSource {
                 info,
@@ -368,7 +368,7 @@ mod inlet {
             self.items
                 .recv()
                 .map(Some)
-                .map_err(|_| Error::Other("the LSL inlet thread stopped".into()))
+                .map_err(|_| Error::Internal("the LSL inlet thread stopped".into()))
         }
     }
 
