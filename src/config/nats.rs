@@ -346,6 +346,46 @@ impl NatsConfig {
     }
 }
 
+/// Credentials found in the URL(s): user + password, or a token (`nats://TOKEN@host`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UrlCredentials {
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub token: Option<Secret>,
+}
+
+/// The URL(s) without their `user:password@` parts, and the first credentials found: the
+/// NATS client would otherwise carry them in its own (debug) log lines.
+pub fn split_url_credentials(url: &str) -> (String, UrlCredentials) {
+    let mut found = UrlCredentials::default();
+    let clean = url
+        .split(',')
+        .map(|one| {
+            let one = one.trim();
+            let (scheme, rest) = match one.find("://") {
+                Some(i) => (&one[..i + 3], &one[i + 3..]),
+                None => ("", one),
+            };
+            let Some(at) = rest.rfind('@') else {
+                return one.to_owned();
+            };
+            let info = &rest[..at];
+            if found == UrlCredentials::default() {
+                match info.split_once(':') {
+                    Some((user, password)) => {
+                        found.user = Some(user.to_owned());
+                        found.password = Some(Secret(password.to_owned()));
+                    }
+                    None => found.token = Some(Secret(info.to_owned())),
+                }
+            }
+            format!("{scheme}{}", &rest[at + 1..])
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    (clean, found)
+}
+
 /// `scheme://user:pass@host` → `scheme://***@host`, for every comma-separated URL.
 pub fn redact_url(url: &str) -> String {
     url.split(',')

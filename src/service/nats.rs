@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use super::hub::Hub;
 use super::metrics::{DropReason, Metrics};
 use super::protocol::{Hello, ServerMessage, Status, StatusEvent};
-use crate::config::nats::{valid_token, NatsConfig};
+use crate::config::nats::{split_url_credentials, valid_token, NatsConfig};
 use crate::error::{Error, Result};
 use crate::stream::{Chunk, StreamInfo};
 
@@ -292,6 +292,19 @@ pub async fn start(
         ));
     }
     let url = config.redacted_url();
+    // Credentials in the URL move into the options (explicit ones win).
+    let (connect_url, in_url) = split_url_credentials(&config.url);
+    let mut config = config.clone();
+    let explicit = config.user.is_some()
+        || config.token.is_some()
+        || config.nkey_file.is_some()
+        || config.creds_file.is_some();
+    if !explicit {
+        config.user = in_url.user;
+        config.password = in_url.password;
+        config.token = in_url.token;
+    }
+    let config = &config;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let options = options(config, &format!("neurostream {session}"))
         .await?
@@ -302,7 +315,7 @@ pub async fn start(
             }
         });
     let timeout = Duration::from_secs_f64(config.connect_timeout_seconds);
-    let client = match tokio::time::timeout(timeout, options.connect(config.url.as_str())).await {
+    let client = match tokio::time::timeout(timeout, options.connect(connect_url.as_str())).await {
         Ok(Ok(client)) => client,
         Ok(Err(e)) => {
             return Err(Error::Other(format!(
