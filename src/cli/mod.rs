@@ -93,6 +93,20 @@ pub struct ServeArgs {
     /// Let --record replace an existing file.
     #[arg(long, requires = "record")]
     pub overwrite: bool,
+    /// Publish the session to this NATS JetStream server (e.g. nats://127.0.0.1:4222), with
+    /// the pipeline's `[nats]` settings if it has some; a pipeline with `[nats]` publishes
+    /// without this flag. Default: the NEUROSTREAM_NATS_URL environment variable, if set.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "NEUROSTREAM_NATS_URL",
+        hide_env_values = true
+    )]
+    pub nats: Option<String>,
+    /// The session's subject token on NATS (`neurostream.<SESSION>.commands`); default: the
+    /// pipeline's nats.session, else the service run's random session id.
+    #[arg(long, value_name = "SESSION")]
+    pub nats_session: Option<String>,
 }
 
 /// A duration flag in seconds: finite and positive.
@@ -126,6 +140,31 @@ impl ServeArgs {
             feedback_per_minute: self.feedback_per_minute,
             ..Default::default()
         }
+    }
+
+    /// The NATS publisher's settings: the pipeline's `[nats]`, switched on (or its URL
+    /// replaced) by --nats, its credentials completed from NEUROSTREAM_NATS_*; `None` when
+    /// neither asks for NATS.
+    pub fn nats_config(
+        &self,
+        pipeline: &neurostream::pipeline::PipelineConfig,
+    ) -> neurostream::Result<Option<neurostream::config::NatsConfig>> {
+        let mut config = match (&pipeline.nats, &self.nats) {
+            (None, None) => return Ok(None),
+            (Some(config), _) => config.clone(),
+            (None, Some(_)) => neurostream::config::NatsConfig::default(),
+        };
+        config.apply_env();
+        if let Some(url) = &self.nats {
+            config.url = url.clone();
+        }
+        if let Some(session) = &self.nats_session {
+            config.session = Some(session.clone());
+        }
+        let mut problems = neurostream::validate::Problems::new();
+        config.check(&mut problems);
+        problems.into_result("--nats")?;
+        Ok(Some(config))
     }
 }
 
@@ -195,6 +234,7 @@ pub fn serve_session(
     )?;
     let engine = neurostream::engine::Engine::build(pipeline_config, &info, model.clone())?;
     let mut config = args.config();
+    config.nats = args.nats_config(pipeline_config)?;
     if let Some(path) = &args.record {
         config.record = Some(neurostream::record::RecordConfig {
             path: path.clone(),
@@ -229,6 +269,7 @@ pub fn serve(
         )?)
     };
     let mut config = args.config();
+    config.nats = args.nats_config(pipeline_config)?;
     if let Some(path) = &args.record {
         config.record = Some(neurostream::record::RecordConfig {
             path: path.clone(),

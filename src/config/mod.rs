@@ -14,6 +14,7 @@
 //! [training]          # classes (event → name), epoch offset, folds, seed
 //! [output]            # format = "csv" | "jsonl", path
 //! [paradigm]          # closed-loop calibration trials
+//! [nats]              # publish the session to NATS JetStream (url, session, retention)
 //! ```
 //!
 //! Sections over components live with the components ([`FeaturesConfig`] in
@@ -21,6 +22,7 @@
 //! a [`Problems`]; this module assembles them. No stage imports this module, so the schema
 //! and the hot path do not depend on each other in a loop.
 
+pub mod nats;
 pub mod output;
 pub mod paradigm;
 pub mod training;
@@ -31,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::features::FeaturesConfig;
 pub use crate::source::SourceConfig;
+pub use nats::NatsConfig;
 pub use output::{OutputConfig, OutputFormat};
 pub use paradigm::ParadigmConfig;
 pub use training::{ClassSpec, TrainingConfig};
@@ -77,6 +80,9 @@ pub struct PipelineConfig {
     /// Closed-loop calibration and cued online trials (`run` without a model).
     #[serde(default)]
     pub paradigm: ParadigmConfig,
+    /// Publish the session to NATS JetStream (`run`, `demo`, `replay --serve`); absent: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats: Option<NatsConfig>,
     /// Where the file came from (a path, "embedded pipelines/demo.toml"), for messages; not
     /// part of the pipeline, so not written and not compared.
     #[serde(skip)]
@@ -95,6 +101,7 @@ impl PartialEq for PipelineConfig {
             && self.training == other.training
             && self.output == other.output
             && self.paradigm == other.paradigm
+            && self.nats == other.nats
     }
 }
 
@@ -169,6 +176,9 @@ impl PipelineConfig {
         );
         self.training.check(&mut problems);
         self.paradigm.check(&mut problems);
+        if let Some(nats) = &self.nats {
+            nats.check(&mut problems);
+        }
         problems
     }
 

@@ -60,6 +60,10 @@ drop_reasons! {
     /// A connection was closed for sending nothing within its timeout (header, HTTP idle,
     /// WebSocket idle).
     Timeout => "timeout",
+    /// The NATS publisher's queue was full (NATS down or slow): a message was not published.
+    NatsQueue => "nats_queue",
+    /// The NATS publisher gave up on a message (still unacknowledged at shutdown).
+    NatsPublish => "nats_publish",
 }
 
 /// Number of drop reasons: the length of the per-reason counter array.
@@ -91,6 +95,10 @@ pub struct Metrics {
     pub connections_total: AtomicU64,
     /// Open HTTP connections (not yet or never WebSocket clients).
     pub http_connections: AtomicU64,
+    /// 1 while a `[nats]` publisher is connected.
+    pub nats_connected: AtomicU64,
+    /// Messages JetStream acknowledged.
+    pub nats_published: AtomicU64,
     drops: [AtomicU64; REASON_COUNT],
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
@@ -168,6 +176,11 @@ impl Metrics {
                     "WebSocket connections accepted.",
                     get(&self.connections_total),
                 ),
+                (
+                    "neurostream_nats_published",
+                    "Messages stored by NATS JetStream (acknowledged).",
+                    get(&self.nats_published),
+                ),
             ],
             drops: std::array::from_fn(|i| get(&self.drops[i])),
             gauges: [
@@ -180,6 +193,11 @@ impl Metrics {
                     "neurostream_http_connections",
                     "Open HTTP connections not (yet) WebSocket clients.",
                     get(&self.http_connections),
+                ),
+                (
+                    "neurostream_nats_connected",
+                    "1 while the NATS publisher is connected, 0 during an outage.",
+                    get(&self.nats_connected),
                 ),
             ],
             latency_buckets: std::array::from_fn(|i| get(&self.latency_buckets[i])),
@@ -210,9 +228,9 @@ pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 /// counters stay plain atomics, updated without locks).
 #[derive(Debug)]
 struct Snapshot {
-    counters: [(&'static str, &'static str, u64); 7],
+    counters: [(&'static str, &'static str, u64); 8],
     drops: [u64; REASON_COUNT],
-    gauges: [(&'static str, &'static str, u64); 2],
+    gauges: [(&'static str, &'static str, u64); 3],
     latency_buckets: [u64; LATENCY_BUCKETS.len()],
     latency_count: u64,
     latency_sum: f64,
@@ -277,7 +295,7 @@ mod tests {
             m.count_drop(reason, i as u64 + 1);
         }
         let text = m.render();
-        assert_eq!(DropReason::ALL.len(), 11);
+        assert_eq!(DropReason::ALL.len(), 13);
         for (i, &reason) in DropReason::ALL.iter().enumerate() {
             let series = format!("neurostream_drops_total{{reason=\"{}\"}}", reason.label());
             assert_eq!(

@@ -21,10 +21,12 @@
 //!   job: accept loop and limits, authentication layers, pages, endpoints, WebSocket session.
 //! - [`metrics`]: counters and the latency histogram in the Prometheus text format.
 //! - [`client`]: the small client behind `neurostream listen`.
+//! - [`nats`]: the optional NATS JetStream publisher (`[nats]`), fed like a client queue.
 
 pub mod client;
 pub mod hub;
 pub mod metrics;
+pub mod nats;
 pub mod protocol;
 pub mod runtime;
 pub mod server;
@@ -82,6 +84,8 @@ pub struct ServiceConfig {
     pub client_messages_per_second: u32,
     /// Record the session (raw signal, markers, commands, feedback) to this XDF file.
     pub record: Option<crate::record::RecordConfig>,
+    /// Publish the session to NATS JetStream (see [`nats`]).
+    pub nats: Option<crate::config::nats::NatsConfig>,
 }
 
 impl Default for ServiceConfig {
@@ -104,6 +108,7 @@ impl Default for ServiceConfig {
             max_message_bytes: 64 * 1024,
             client_messages_per_second: 50,
             record: None,
+            nats: None,
         }
     }
 }

@@ -190,6 +190,10 @@ pub enum StatusEvent {
     SamplesDropped,
     StreamEnded,
     MessagesDropped,
+    /// The NATS publisher lost its server (WebSocket clients are still served).
+    NatsLost,
+    /// The NATS publisher is connected again.
+    NatsRegained,
 }
 
 impl Status {

@@ -21,6 +21,7 @@ use rand::Rng;
 
 use super::hub::{Command, Hub, Outgoing, Request};
 use super::metrics::{DropReason, Metrics};
+use super::nats::{Kind, NatsPublisher, NatsStats};
 use super::protocol::{
     self, DecoderDescription, ErrorCode, Hello, Limits, ServerMessage, Status, StatusEvent,
     StreamDescription, Topic,
@@ -64,6 +65,9 @@ pub struct Service {
     hub: Arc<Hub>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     dsp: Option<std::thread::JoinHandle<Result<DspSummary>>>,
+    /// The NATS publisher task (ends once the DSP thread has dropped its publisher and what
+    /// was queued is delivered or counted lost) and its counts.
+    nats: Option<(tokio::task::JoinHandle<()>, Arc<NatsStats>)>,
 }
 
 impl Service {
@@ -137,6 +141,14 @@ impl Service {
             .and_then(ClosedLoop::page_link)
             .unwrap_or_default();
         let _ = hub.page.set(page);
+        let (nats, nats_task) = match hub.config.nats.clone() {
+            Some(nats_config) => {
+                let started =
+                    super::nats::start(&nats_config, hub.clone(), &info, &hub.hello()).await?;
+                (Some(started.publisher), Some((started.task, started.stats)))
+            }
+            None => (None, None),
+        };
 
         let (items_tx, items_rx) =
             mpsc::sync_channel::<(Result<SourceItem>, Instant)>(SOURCE_CHANNEL);
@@ -164,6 +176,7 @@ impl Service {
             .name("neurostream-dsp".into())
             .spawn(move || {
                 let mut recorder = recorder;
+                let mut nats = nats;
                 let mut result = dsp_loop(
                     &dsp_hub,
                     engine,
@@ -171,6 +184,7 @@ impl Service {
                     items_rx,
                     feedback_rx,
                     &mut recorder,
+                    &mut nats,
                 );
                 if let Some(recorder) = recorder {
                     let dropped = recorder.dropped();
@@ -188,7 +202,11 @@ impl Service {
                 if let Err(e) = &result {
                     status.reason = Some(e.to_string());
                 }
-                dsp_hub.broadcast(&ServerMessage::Status(status), None, None);
+                let message = ServerMessage::Status(status);
+                if let Some(nats) = nats.take() {
+                    nats.publish(Kind::Status, &message.to_json());
+                }
+                dsp_hub.broadcast(&message, None, None);
                 dsp_hub.shutdown.trigger();
                 result
             })
@@ -200,7 +218,13 @@ impl Service {
             hub,
             server,
             dsp: Some(dsp),
+            nats: nats_task,
         })
+    }
+
+    /// The NATS publisher's counts (with `[nats]`).
+    pub fn nats_stats(&self) -> Option<Arc<NatsStats>> {
+        self.nats.as_ref().map(|(_, stats)| stats.clone())
     }
 
     /// The address actually bound (useful with port 0).
@@ -227,6 +251,14 @@ impl Service {
             .await
             .map_err(|e| Error::Internal(format!("DSP thread: {e}")))?
             .map_err(|_| Error::Internal("the DSP thread panicked".into()))??;
+        if let Some((task, _)) = self.nats.take() {
+            // The task ends within its flush timeout once the DSP thread has let go.
+            let _ = tokio::time::timeout(
+                super::nats::FLUSH_TIMEOUT + std::time::Duration::from_secs(5),
+                task,
+            )
+            .await;
+        }
         match served {
             Ok(Ok(())) => Ok(summary),
             Ok(Err(e)) => Err(Error::Network(format!("server: {e}"))),
@@ -262,6 +294,7 @@ fn dsp_loop(
     items: Receiver<(Result<SourceItem>, Instant)>,
     feedback: Receiver<Request>,
     recorder: &mut Option<Recorder>,
+    nats: &mut Option<NatsPublisher>,
 ) -> Result<DspSummary> {
     if let Some(state) = closed_loop.as_ref().map(ClosedLoop::state) {
         announce(hub, &engine, &state, false);
@@ -269,6 +302,7 @@ fn dsp_loop(
     let mut sink = ServiceSink {
         hub,
         recorder,
+        nats: nats.as_ref(),
         arrived: Instant::now(),
         want_features: false,
         want_signal: false,
@@ -470,6 +504,7 @@ fn apply_feedback(
 struct ServiceSink<'a> {
     hub: &'a Hub,
     recorder: &'a mut Option<Recorder>,
+    nats: Option<&'a NatsPublisher>,
     /// When the item being processed arrived from the source (command latency).
     arrived: Instant,
     want_features: bool,
@@ -486,8 +521,11 @@ impl ServiceSink<'_> {
     }
 
     fn broadcast_status(&self, status: Status) {
-        self.hub
-            .broadcast(&ServerMessage::Status(status), None, None);
+        let message = ServerMessage::Status(status);
+        if let Some(nats) = self.nats {
+            nats.publish(Kind::Status, &message.to_json());
+        }
+        self.hub.broadcast(&message, None, None);
     }
 }
 
@@ -497,6 +535,9 @@ impl EngineSink for ServiceSink<'_> {
         if let Some(recorder) = self.recorder.as_mut() {
             let accepted = recorder.chunk(chunk);
             self.recorded(accepted);
+        }
+        if let Some(nats) = self.nats {
+            nats.publish_raw(chunk);
         }
         let metrics = &self.hub.metrics;
         Metrics::add(&metrics.chunks_in, 1);
@@ -524,16 +565,19 @@ impl EngineSink for ServiceSink<'_> {
 
     fn window(&mut self, window: WindowFeatures<'_>, _marker: Option<&str>) -> Result<()> {
         Metrics::add(&self.hub.metrics.windows_processed, 1);
-        if self.want_features {
-            self.hub.broadcast(
-                &ServerMessage::Features(protocol::Features {
-                    timestamp: window.end_timestamp,
-                    values: window.values.to_vec(),
-                    probabilities: window.probabilities.map(<[f64]>::to_vec),
-                }),
-                Some(Topic::Features),
-                None,
-            );
+        let to_nats = self.nats.filter(|n| n.wants_features());
+        if self.want_features || to_nats.is_some() {
+            let message = ServerMessage::Features(protocol::Features {
+                timestamp: window.end_timestamp,
+                values: window.values.to_vec(),
+                probabilities: window.probabilities.map(<[f64]>::to_vec),
+            });
+            if let Some(nats) = to_nats {
+                nats.publish(Kind::Features, &message.to_json());
+            }
+            if self.want_features {
+                self.hub.broadcast(&message, Some(Topic::Features), None);
+            }
         }
         Ok(())
     }
@@ -552,6 +596,9 @@ impl EngineSink for ServiceSink<'_> {
         })
         .to_json();
         let text: Arc<str> = json.as_str().into();
+        if let Some(nats) = self.nats {
+            nats.publish(Kind::Commands, &json);
+        }
         if let Some(recorder) = self.recorder.as_mut() {
             let accepted = recorder.command(command.timestamp, json);
             self.recorded(accepted);
