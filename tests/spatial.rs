@@ -56,6 +56,7 @@ fn window(data: &[f32], channels: usize) -> Window<'_> {
         samples: data.len() / channels,
         rate: 160.0,
         end_timestamp: 0.0,
+        slide: None,
     }
 }
 
