@@ -370,6 +370,38 @@ pub fn generalized_eigh(a: &Mat, b: &Mat) -> Option<(DVector<f64>, Mat)> {
     Some((values, &isq * u))
 }
 
+/// out = a b for column-major matrices, without allocating: nalgebra's `gemm` (and ndarray's
+/// `general_mat_mul`) allocate matrixmultiply's packing buffer on every call, which the hot
+/// path must not. Column by column as axpys over contiguous columns, which vectorise.
+pub fn matmul_into(a: &Mat, b: &Mat, out: &mut Mat) {
+    let (n, k, m) = (a.nrows(), a.ncols(), b.ncols());
+    debug_assert_eq!(b.nrows(), k);
+    debug_assert_eq!(out.shape(), (n, m));
+    let (ad, bd) = (a.as_slice(), b.as_slice());
+    for (j, oc) in out.as_mut_slice().chunks_exact_mut(n).enumerate() {
+        oc.fill(0.0);
+        for (p, ac) in ad.chunks_exact(n).enumerate() {
+            let bpj = bd[j * k + p];
+            for (o, &x) in oc.iter_mut().zip(ac) {
+                *o += x * bpj;
+            }
+        }
+    }
+}
+
+/// out = aᵀ b for column-major matrices, without allocating (dot products of columns).
+pub fn matmul_tn_into(a: &Mat, b: &Mat, out: &mut Mat) {
+    let n = a.nrows();
+    debug_assert_eq!(b.nrows(), n);
+    let (ad, bd) = (a.as_slice(), b.as_slice());
+    let rows = a.ncols();
+    for (j, bc) in bd.chunks_exact(n).enumerate() {
+        for (i, ac) in ad.chunks_exact(n).enumerate().take(rows) {
+            out[(i, j)] = ac.iter().zip(bc).map(|(x, y)| x * y).sum();
+        }
+    }
+}
+
 /// Relative size below which an off-diagonal entry of [`WarmEigen`]'s rotated matrix counts as
 /// zero: |b_pq| ≤ tol √(b_pp b_qq). What is left is corrected to first order by
 /// [`WarmEigen::apply`], so the error of f(A) is second order, about n · tol² (≈ 1e-8 here).
@@ -463,8 +495,8 @@ impl WarmEigen {
             if self.solves % REORTHONORMALISE_EVERY == 0 {
                 orthonormalise_columns(&mut self.v);
             }
-            self.tmp.gemm(1.0, a, &self.v, 0.0);
-            self.b.gemm_tr(1.0, &self.v, &self.tmp, 0.0);
+            matmul_into(a, &self.v, &mut self.tmp);
+            matmul_tn_into(&self.v, &self.tmp, &mut self.b);
             symmetrize(&mut self.b);
             if let Some(sweeps) = jacobi(&mut self.b, &mut self.v, JACOBI_TOL, WARM_MAX_SWEEPS) {
                 self.last_sweeps = sweeps;
@@ -513,9 +545,9 @@ impl WarmEigen {
                 self.f[(j, i)] = v;
             }
         }
-        self.tmp.gemm(1.0, &self.v, &self.f, 0.0);
+        matmul_into(&self.v, &self.f, &mut self.tmp);
         self.v.transpose_to(&mut self.vt);
-        out.gemm(1.0, &self.tmp, &self.vt, 0.0);
+        matmul_into(&self.tmp, &self.vt, out);
         symmetrize(out);
     }
 }

@@ -12,9 +12,6 @@
 //! [`crate::linalg::CovWorkspace::covariance`] (within rounding: tests/spatial.rs compares them
 //! on real EEG).
 
-use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
-
 use super::{Slide, Window};
 use crate::linalg::{oas_in_place, symmetrize, Mat, Shrinkage};
 
@@ -30,6 +27,25 @@ pub enum Update {
     Slid,
     /// Computed from the whole window.
     Exact,
+}
+
+/// m[i, j] += Σ_t a[i, t] b[j, t] over row-major `a`, `b` with rows of `width`: dot products of
+/// contiguous rows, without allocating (matrixmultiply allocates a packing buffer per call).
+/// Only the lower triangle is computed and mirrored: both uses are symmetric (a b ᵀ with
+/// b = ±a blockwise).
+fn add_row_products(m: &mut Mat, a: &[f64], b: &[f64], width: usize) {
+    let n = m.nrows();
+    for j in 0..n {
+        let bj = &b[j * width..(j + 1) * width];
+        for i in j..n {
+            let ai = &a[i * width..(i + 1) * width];
+            let dot: f64 = ai.iter().zip(bj).map(|(x, y)| x * y).sum();
+            m[(i, j)] += dot;
+            if i != j {
+                m[(j, i)] = m[(i, j)];
+            }
+        }
+    }
 }
 
 /// See the module doc. Allocation-free once it has seen the largest window.
@@ -130,10 +146,8 @@ impl SlidingCovariance {
         }
         self.pos = 0;
         self.since_exact = 0;
-        let x = ArrayView2::from_shape((channels, samples), &self.ring).expect("ring shape");
-        let mut m = ArrayViewMut2::from_shape((channels, channels).f(), self.moment.as_mut_slice())
-            .expect("moment shape");
-        general_mat_mul(1.0, &x, &x.t(), 0.0, &mut m);
+        self.moment.fill(0.0);
+        add_row_products(&mut self.moment, &self.ring, &self.ring, samples);
         true
     }
 
@@ -169,11 +183,7 @@ impl SlidingCovariance {
         }
         self.pos = (self.pos + hop) % samples;
         self.since_exact += 1;
-        let a = ArrayView2::from_shape((channels, width), &self.left).expect("block shape");
-        let b = ArrayView2::from_shape((channels, width), &self.right).expect("block shape");
-        let mut m = ArrayViewMut2::from_shape((channels, channels).f(), self.moment.as_mut_slice())
-            .expect("moment shape");
-        general_mat_mul(1.0, &a, &b.t(), 1.0, &mut m);
+        add_row_products(&mut self.moment, &self.left, &self.right, width);
         true
     }
 

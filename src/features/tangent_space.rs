@@ -92,8 +92,8 @@ impl Workspace {
     /// cov → whitened = C_ref^{-1/2} cov C_ref^{-1/2} → eigendecomposition. `false` when the
     /// window is non-finite or the whitened covariance is not positive definite.
     fn whiten_and_decompose(&mut self, invsqrt: &Mat) -> bool {
-        self.tmp.gemm(1.0, invsqrt, &self.cov, 0.0);
-        self.whitened.gemm(1.0, &self.tmp, invsqrt, 0.0);
+        linalg::matmul_into(invsqrt, &self.cov, &mut self.tmp);
+        linalg::matmul_into(&self.tmp, invsqrt, &mut self.whitened);
         linalg::symmetrize(&mut self.whitened);
         if !self.eig.decompose(&self.whitened) {
             return false;
@@ -396,8 +396,8 @@ impl TrainableExtractor for TangentSpace {
             |x| rate * x.powf(rate - 1.0),
             &mut ws.step,
         );
-        ws.tmp.gemm(1.0, &reference.sqrt, &ws.step, 0.0);
-        ws.moved.gemm(1.0, &ws.tmp, &reference.sqrt, 0.0);
+        linalg::matmul_into(&reference.sqrt, &ws.step, &mut ws.tmp);
+        linalg::matmul_into(&ws.tmp, &reference.sqrt, &mut ws.moved);
         linalg::symmetrize(&mut ws.moved);
         // Its square roots, warm from the previous reference's eigenvectors; the reference
         // changes only when the new one is finite and well conditioned.
