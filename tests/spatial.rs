@@ -814,7 +814,9 @@ fn fitted_state_round_trips_through_serde() {
     ts.adapt(&w[3], 0.1);
     let (csp_feats, ts_feats) = (extract_all(&mut csp, &w), extract_all(&mut ts, &w));
 
-    // TOML writes and reads f64 exactly: the restored stages are bit-identical.
+    // TOML writes and reads f64 exactly: the restored stages are bit-identical (CSP), or equal
+    // to rounding (tangent space: its eigensolver starts warm from the previous window, so the
+    // last bits depend on the windows seen before, and the loaded square roots are rebuilt).
     let mut csp2: Csp = toml::from_str(&toml::to_string(&csp).unwrap()).unwrap();
     assert_eq!(csp2.names(), csp.names());
     assert_eq!(csp2.filters(), csp.filters());
@@ -822,7 +824,7 @@ fn fitted_state_round_trips_through_serde() {
     let mut ts2: TangentSpace = toml::from_str(&toml::to_string(&ts).unwrap()).unwrap();
     assert_eq!(ts2.names(), ts.names());
     assert_eq!(ts2.reference(), ts.reference());
-    assert_eq!(extract_all(&mut ts2, &w), ts_feats);
+    assert!(max_diff(&extract_all(&mut ts2, &w), &ts_feats) <= 1e-6);
 
     // serde_json without its `float_roundtrip` feature may parse an f64 one ulp off, so a
     // JSON round trip is identical only up to rounding.
