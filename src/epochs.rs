@@ -48,6 +48,7 @@ impl Epochs {
             samples: self.samples,
             rate: self.rate,
             end_timestamp: self.onsets[i],
+            slide: None,
         }
     }
 

@@ -1,9 +1,11 @@
 //! The hot path does not allocate once warmed up: a counting global allocator around
-//! `Pipeline::process` (preprocess → window → features → decoder).
+//! `Pipeline::process` (preprocess → window → features → decoder), and around
+//! `Engine::on_chunk` for the live default (tangent space with re-centring, LDA, controller).
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 
+use neurostream::engine::{Engine, NoSink};
 use neurostream::epochs;
 use neurostream::evaluate;
 use neurostream::pipeline::{Pipeline, PipelineConfig};
@@ -14,18 +16,30 @@ use neurostream::stream::Chunk;
 
 struct Counting;
 
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    /// Allocations by this thread: the tests run in parallel, and each counts only its own.
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count() {
+    // `try_with`: during thread teardown the slot may be gone; such allocations are not ours.
+    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+}
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(|c| c.get())
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -54,13 +68,13 @@ fn steady_state_allocations(
     for (i, chunk) in chunks.iter().enumerate() {
         work.data_mut().copy_from_slice(chunk.data());
         work.timestamps_mut().copy_from_slice(chunk.timestamps());
-        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        let before = allocations();
         pipeline.process(&mut work, |w| {
             windows += 1;
             std::hint::black_box(w.values);
         });
         if i >= warm_up {
-            counted += ALLOCATIONS.load(Ordering::Relaxed) - before;
+            counted += allocations() - before;
         }
     }
     (counted, windows)
@@ -102,4 +116,73 @@ fn band_power_and_decoders_do_not_allocate_per_chunk() {
             "{name}: {allocations} allocations in steady state"
         );
     }
+}
+
+/// The live default (`pipelines/live_lsl.toml`: tangent space, re-centring on, shrinkage LDA,
+/// controller) driven through the engine, as the service and replay drive it: after warm-up,
+/// re-centring steps included (one window in 30), not one allocation.
+#[test]
+fn tangent_space_with_recentring_through_the_engine_does_not_allocate() {
+    let sim = SimulatorConfig {
+        montage: Montage::Eegmmidb64,
+        speed: 0.0,
+        ..Default::default()
+    };
+    let recording = simulator::record(&sim, 90.0).unwrap();
+    let mut replay = Replay::new(&recording, None, 16, Pace::AsFastAsPossible).unwrap();
+    let info = replay.stream_info().clone();
+    let mut chunks = Vec::new();
+    while let Some(item) = replay.next_item().unwrap() {
+        if let SourceItem::Chunk(chunk) = item {
+            chunks.push(chunk);
+        }
+    }
+    let config = pipeline("live_lsl.toml");
+    assert!(
+        config.training.recentre_rate > 0.0,
+        "re-centring is on by default"
+    );
+    assert!(config.features.tangent_space.is_some());
+    let epochs = epochs::cut(&recording, &config).unwrap();
+    let model = evaluate::train(&config, &epochs, vec!["sim".into()]).unwrap();
+    let mut engine = Engine::build(&config, &info, Some(model)).unwrap();
+    let reference_at_start = reference_of(&engine);
+    let mut sink = NoSink;
+    let mut work = chunks[0].clone();
+    let (mut counted, mut windows_after_warm_up) = (0, 0);
+    // Warm-up: the first windows (3 s = 30 chunks) and the first re-centring step.
+    let warm_up = 60;
+    for (i, chunk) in chunks.iter().enumerate() {
+        work.data_mut().copy_from_slice(chunk.data());
+        work.timestamps_mut().copy_from_slice(chunk.timestamps());
+        let windows = engine.summary().windows;
+        let before = allocations();
+        engine.on_chunk(&mut work, &mut sink).unwrap();
+        if i >= warm_up {
+            counted += allocations() - before;
+            windows_after_warm_up += engine.summary().windows - windows;
+        }
+    }
+    // 90 s at 160 Hz, a window every 16 samples after the first 480.
+    assert!(
+        windows_after_warm_up > 700,
+        "{windows_after_warm_up} windows"
+    );
+    assert_ne!(
+        reference_of(&engine),
+        reference_at_start,
+        "re-centring moved the reference"
+    );
+    assert_eq!(counted, 0, "{counted} allocations in steady state");
+}
+
+/// The tangent-space reference the engine's pipeline holds now (through its model state).
+fn reference_of(engine: &Engine) -> Vec<f64> {
+    let json = serde_json::to_value(engine.pipeline().extractor_state()).unwrap();
+    json["reference"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+        .collect()
 }

@@ -316,6 +316,7 @@ fn window_of(data: &[f32], rate: f64) -> Window<'_> {
         samples: data.len(),
         rate,
         end_timestamp: 0.0,
+        slide: None,
     }
 }
 

@@ -69,6 +69,12 @@ pub struct BenchArgs {
     /// Python interpreter for --peer.
     #[arg(long, default_value = "python3")]
     pub python: String,
+    /// The tangent-space workload instead (`pipelines/live_lsl.toml`'s chain: 8–32 Hz
+    /// band-pass, 3 s windows every 0.1 s, OAS covariance, tangent space, shrinkage LDA,
+    /// re-centring on) at 64 ch × 160 Hz and 64 ch × 1000 Hz (synthetic) and on the real
+    /// recording; with --peer (benches/peer/tangent_peer.py), pyRiemann on the same windows.
+    #[arg(long)]
+    pub tangent_space: bool,
 }
 
 /// One signal to run: its stream description and its chunks.
@@ -101,6 +107,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         return Err(Error::Other(
             "--chunk and --passes must be at least 1".into(),
         ));
+    }
+    if args.tangent_space {
+        return tangent::run(&args);
     }
     let config = workload();
     let mut rows = Vec::new();
@@ -417,6 +426,8 @@ fn print_table(rows: &[Row]) {
         );
     }
 }
+
+mod tangent;
 
 #[cfg(test)]
 mod tests {

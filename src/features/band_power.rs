@@ -521,6 +521,7 @@ mod tests {
                 samples: 160,
                 rate: 160.0,
                 end_timestamp: 0.0,
+                slide: None,
             },
             &mut out,
         );

@@ -6,11 +6,13 @@
 //! - [`band_power`]: Welch or windowed-FFT band power per channel per band, log power.
 //! - [`csp`]: common spatial patterns, log-variance of the most discriminative components.
 //! - [`tangent_space`]: Riemannian tangent-space vector of the window's covariance matrix.
+//! - [`sliding`]: that covariance updated over the hop for overlapping windows.
 
 pub mod band_power;
 pub mod config;
 pub mod csp;
 pub mod extractor;
+pub mod sliding;
 pub mod tangent_space;
 pub mod window;
 
@@ -28,6 +30,22 @@ pub struct Window<'a> {
     pub rate: f64,
     /// Timestamp of the window's last (newest) sample.
     pub end_timestamp: f64,
+    /// Where the window sits in a sliding sequence, when it comes from a
+    /// [`window::Windower`]: lets an extractor update per-window statistics over the hop
+    /// instead of recomputing them (tangent space). `None` for stand-alone windows (epochs).
+    pub slide: Option<Slide>,
+}
+
+/// Position of a window in one [`window::Windower`]'s sequence since its last reset: windows
+/// with the same `run` and consecutive `index` are `hop` samples apart, so the newer one is
+/// the older one minus its first `hop` samples plus `hop` new ones. `run` is unique for the
+/// process's lifetime (every windower, clone and reset draws a new one), so equal `(run,
+/// index)` means the same samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slide {
+    pub run: u64,
+    pub index: u64,
+    pub hop: usize,
 }
 
 impl<'a> Window<'a> {

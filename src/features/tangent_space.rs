@@ -18,19 +18,29 @@
 //!   C_ref ← C_ref^{1/2} (C_ref^{-1/2} C C_ref^{-1/2})^{rate} C_ref^{1/2}, which keeps features
 //!   centred as the signal drifts across a session.
 //!
-//! Hot path: `extract` writes into buffers preallocated at `fit` (or after loading); the only
-//! per-call allocations are inside nalgebra's symmetric eigensolver (its output and work
-//! vectors: 9 allocations per call). Measured in release at 64 channels × 480 samples:
-//! `extract` 0.6 ms per window, `adapt` 1.2 ms (`extract_time_64ch_480_samples` in
-//! `tests/spatial.rs`). The cached C_ref^{±1/2} are not serialized but rebuilt on load.
+//! Hot path (allocation-free once fitted or loaded):
+//! - the covariance of a window from a [`crate::features::window::Windower`] is updated over
+//!   the hop ([`SlidingCovariance`]): the new samples' outer products in, the leaving ones'
+//!   out, with an exact recomputation every [`crate::features::sliding::EXACT_EVERY`] windows;
+//! - the eigendecomposition of the whitened covariance starts from the previous window's
+//!   eigenvectors ([`linalg::WarmEigen`]: Jacobi sweeps on Vᵀ W V, which overlapping windows
+//!   leave nearly diagonal), and logm takes the first-order correction for what the sweeps
+//!   leave off the diagonal;
+//! - `adapt` reuses that solver for W^rate and a second one, warm from the previous
+//!   reference, for the new reference's square roots, into preallocated buffers.
+//!
+//! Figures (before/after, with pyRiemann beside) are in docs/performance.md
+//! (`neurostream bench --tangent-space`). The cached C_ref^{±1/2} are not serialized but
+//! rebuilt on load.
 
-use nalgebra::{DMatrix, SymmetricEigen};
+use nalgebra::DMatrix;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::features::csp::check_windows;
+use crate::features::sliding::SlidingCovariance;
 use crate::features::{FeatureExtractor, TrainableExtractor, Window};
-use crate::linalg::{self, CovWorkspace, Mat, RIEMANN_MEAN_MAX_ITER, RIEMANN_MEAN_TOL};
+use crate::linalg::{self, CovWorkspace, Mat, WarmEigen, RIEMANN_MEAN_MAX_ITER, RIEMANN_MEAN_TOL};
 
 pub use crate::linalg::Shrinkage;
 
@@ -42,30 +52,54 @@ pub struct TangentSpaceConfig {
     pub shrinkage: Shrinkage,
 }
 
-/// Preallocated buffers for `extract` / `adapt` (n × n each, n = channels).
+/// Preallocated state and buffers for `extract` / `adapt` (n × n each, n = channels).
 #[derive(Debug, Clone, Default)]
 struct Workspace {
-    cov_ws: CovWorkspace,
+    sliding: SlidingCovariance,
+    /// Eigensolver of the whitened window covariance, warm from the previous window.
+    eig: WarmEigen,
+    /// Eigensolver of the reference, warm from the previous re-centring step.
+    ref_eig: WarmEigen,
     cov: Mat,
     tmp: Mat,
     whitened: Mat,
-    scaled: Mat,
-    vt: Mat,
     log: Mat,
+    /// Re-centring: W^rate, the moved reference and its new square roots.
+    step: Mat,
+    moved: Mat,
+    sqrt: Mat,
+    invsqrt: Mat,
 }
 
 impl Workspace {
     fn new(n: usize) -> Self {
         let z = || Mat::zeros(n, n);
         Self {
-            cov_ws: CovWorkspace::new(),
+            sliding: SlidingCovariance::new(),
+            eig: WarmEigen::new(n),
+            ref_eig: WarmEigen::new(n),
             cov: z(),
             tmp: z(),
             whitened: z(),
-            scaled: z(),
-            vt: z(),
             log: z(),
+            step: z(),
+            moved: z(),
+            sqrt: z(),
+            invsqrt: z(),
         }
+    }
+
+    /// cov → whitened = C_ref^{-1/2} cov C_ref^{-1/2} → eigendecomposition. `false` when the
+    /// window is non-finite or the whitened covariance is not positive definite.
+    fn whiten_and_decompose(&mut self, invsqrt: &Mat) -> bool {
+        linalg::matmul_into(invsqrt, &self.cov, &mut self.tmp);
+        linalg::matmul_into(&self.tmp, invsqrt, &mut self.whitened);
+        linalg::symmetrize(&mut self.whitened);
+        if !self.eig.decompose(&self.whitened) {
+            return false;
+        }
+        let (lo, hi) = self.eig.eigen_range();
+        lo > 0.0 && hi.is_finite()
     }
 }
 
@@ -187,20 +221,58 @@ impl TangentSpace {
         Ok(())
     }
 
-    /// The regularised covariance of a window as this stage computes it, into the workspace.
-    fn window_cov(&mut self, w: &Window<'_>) {
-        self.ws.cov_ws.covariance(
-            w.data,
-            w.channels,
-            w.samples,
-            true,
-            self.config.shrinkage,
-            &mut self.ws.cov,
-        );
+    /// The regularised covariance of a window as this stage computes it, into the workspace
+    /// (updated over the hop for consecutive windows). `false` on a non-finite window.
+    fn window_cov(&mut self, w: &Window<'_>) -> bool {
+        self.ws
+            .sliding
+            .covariance(w, self.config.shrinkage, &mut self.ws.cov)
+            .is_some()
     }
 }
 
 impl TangentSpace {
+    /// The tangent vector of `window` computed directly, as before the hot-path work: the
+    /// whole window's covariance and nalgebra's eigensolver, no state carried between
+    /// windows. Allocates; the reference the fast path is tested and benchmarked against.
+    /// NaN on the same inputs as [`FeatureExtractor::extract`].
+    pub fn extract_direct(&self, window: &Window<'_>, out: &mut [f32]) {
+        let Some(reference) = &self.reference else {
+            out.fill(f32::NAN);
+            return;
+        };
+        let channels = reference.mean.nrows();
+        if window.channels != channels
+            || window.samples == 0
+            || window.data.len() != channels * window.samples
+            || out.len() != self.names.len()
+            || !window.data.iter().all(|v| v.is_finite())
+        {
+            out.fill(f32::NAN);
+            return;
+        }
+        let cov = linalg::covariance(
+            window.data,
+            channels,
+            window.samples,
+            true,
+            self.config.shrinkage,
+        );
+        let Some(log) = linalg::logm(&linalg::congruence(&reference.invsqrt, &cov)) else {
+            out.fill(f32::NAN);
+            return;
+        };
+        let mut k = 0;
+        for i in 0..channels {
+            out[k] = log[(i, i)] as f32;
+            k += 1;
+            for j in i + 1..channels {
+                out[k] = (log[(i, j)] * std::f64::consts::SQRT_2) as f32;
+                k += 1;
+            }
+        }
+    }
+
     /// Checks a loaded state: fitted, the reference `channels × channels` (the pipeline's
     /// channels after preprocessing), every entry of it and of its square roots finite and
     /// sane (symmetric positive definiteness was checked when it was read). Returns the feature
@@ -227,15 +299,6 @@ impl TangentSpace {
     }
 }
 
-/// Symmetric eigendecomposition of an owned matrix (no copy; unsorted — order is irrelevant
-/// for functions of the matrix). `None` on non-finite input or no convergence.
-fn eigen_owned(m: Mat) -> Option<SymmetricEigen<f64, nalgebra::Dyn>> {
-    if !linalg::all_finite(&m) {
-        return None;
-    }
-    SymmetricEigen::try_new(m, f64::EPSILON, 10_000)
-}
-
 impl FeatureExtractor for TangentSpace {
     fn names(&self) -> &[String] {
         &self.names
@@ -251,29 +314,18 @@ impl FeatureExtractor for TangentSpace {
             return;
         }
         debug_assert_eq!(out.len(), n);
-        self.window_cov(window);
         let reference = self.reference.as_ref().expect("checked above");
         let ws = &mut self.ws;
-        ws.tmp.gemm(1.0, &reference.invsqrt, &ws.cov, 0.0);
-        ws.whitened.gemm(1.0, &ws.tmp, &reference.invsqrt, 0.0);
-        linalg::symmetrize(&mut ws.whitened);
-        // Hand the buffer to the eigensolver and take its eigenvector matrix back as the next
-        // call's buffer, so the steady state does not add a copy of our own.
-        let whitened = std::mem::replace(&mut ws.whitened, Mat::zeros(0, 0));
-        let Some(eig) = eigen_owned(whitened) else {
-            ws.whitened = Mat::zeros(channels, channels);
+        let ok = ws
+            .sliding
+            .covariance(window, self.config.shrinkage, &mut ws.cov)
+            .is_some()
+            && ws.whiten_and_decompose(&reference.invsqrt);
+        if !ok {
             out.fill(f32::NAN);
             return;
-        };
-        linalg::recompose_into(
-            &eig.eigenvalues,
-            &eig.eigenvectors,
-            f64::ln,
-            &mut ws.scaled,
-            &mut ws.vt,
-            &mut ws.log,
-        );
-        ws.whitened = eig.eigenvectors;
+        }
+        ws.eig.apply(f64::ln, |x| 1.0 / x, &mut ws.log);
         let mut k = 0;
         for i in 0..channels {
             out[k] = ws.log[(i, i)] as f32;
@@ -328,15 +380,43 @@ impl TrainableExtractor for TangentSpace {
         if window.channels != channels || window.samples == 0 || !(rate > 0.0 && rate <= 1.0) {
             return;
         }
-        self.window_cov(window);
-        let reference = self.reference.as_ref().expect("checked above");
-        let whitened = linalg::congruence(&reference.invsqrt, &self.ws.cov);
-        let Some(step) = linalg::powm(&whitened, rate) else {
+        if !self.window_cov(window) {
+            return;
+        }
+        let Some(reference) = self.reference.as_mut() else {
             return;
         };
-        let moved = linalg::congruence(&reference.sqrt, &step);
-        if let Some(r) = Reference::new(moved) {
-            self.reference = Some(r);
+        let ws = &mut self.ws;
+        if !ws.whiten_and_decompose(&reference.invsqrt) {
+            return;
         }
+        // C_ref ← C_ref^{1/2} W^rate C_ref^{1/2}, W = C_ref^{-1/2} C C_ref^{-1/2}.
+        ws.eig.apply(
+            |x| x.powf(rate),
+            |x| rate * x.powf(rate - 1.0),
+            &mut ws.step,
+        );
+        linalg::matmul_into(&reference.sqrt, &ws.step, &mut ws.tmp);
+        linalg::matmul_into(&ws.tmp, &reference.sqrt, &mut ws.moved);
+        linalg::symmetrize(&mut ws.moved);
+        // Its square roots, warm from the previous reference's eigenvectors; the reference
+        // changes only when the new one is finite and well conditioned.
+        if !ws.ref_eig.decompose(&ws.moved) {
+            return;
+        }
+        let (lo, hi) = ws.ref_eig.eigen_range();
+        if !(hi.is_finite() && hi > 0.0 && lo > 1e-12 * hi) {
+            return;
+        }
+        ws.ref_eig
+            .apply(f64::sqrt, |x| 0.5 / x.sqrt(), &mut ws.sqrt);
+        ws.ref_eig.apply(
+            |x| 1.0 / x.sqrt(),
+            |x| -0.5 / (x * x.sqrt()),
+            &mut ws.invsqrt,
+        );
+        reference.mean.copy_from(&ws.moved);
+        std::mem::swap(&mut reference.sqrt, &mut ws.sqrt);
+        std::mem::swap(&mut reference.invsqrt, &mut ws.invsqrt);
     }
 }

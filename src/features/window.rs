@@ -5,11 +5,20 @@
 //! are counted in samples since the start (or the last [`Windower::reset`]), never in chunks,
 //! so the windows are the same however the input is cut.
 
-use super::Window;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Slide, Window};
 use crate::stream::Chunk;
 
+/// Source of [`Slide::run`] ids: one per windower, clone and reset in this process.
+static NEXT_RUN: AtomicU64 = AtomicU64::new(1);
+
+fn next_run() -> u64 {
+    NEXT_RUN.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Ring buffer per channel that turns chunks into fixed-length, fixed-hop windows.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Windower {
     channels: usize,
     length: usize,
@@ -24,6 +33,27 @@ pub struct Windower {
     until_next: usize,
     /// The emitted window, oldest sample first, channel-major; reused for every window.
     linear: Vec<f32>,
+    /// This sequence's id and the index of the next window (see [`Slide`]).
+    run: u64,
+    index: u64,
+}
+
+impl Clone for Windower {
+    /// A clone starts its own sequence: fed other samples, it must not pass for this one.
+    fn clone(&self) -> Self {
+        Windower {
+            channels: self.channels,
+            length: self.length,
+            hop: self.hop,
+            ring: self.ring.clone(),
+            last_timestamp: self.last_timestamp,
+            pos: self.pos,
+            until_next: self.until_next,
+            linear: self.linear.clone(),
+            run: next_run(),
+            index: self.index,
+        }
+    }
 }
 
 impl Windower {
@@ -41,6 +71,8 @@ impl Windower {
             pos: 0,
             until_next: length,
             linear: vec![0.0; channels * length],
+            run: next_run(),
+            index: 0,
         }
     }
 
@@ -61,6 +93,8 @@ impl Windower {
         self.pos = 0;
         self.until_next = self.length;
         self.last_timestamp = f64::NAN;
+        self.run = next_run();
+        self.index = 0;
     }
 
     /// Append `chunk` (sampled at `rate` Hz) and call `on_window` for every window completed
@@ -86,12 +120,21 @@ impl Windower {
             if self.until_next == 0 {
                 self.until_next = self.hop;
                 self.linearize();
+                // Consecutive windows are `hop` apart only when the hop is shorter than the
+                // window; otherwise they share no samples and each stands alone.
+                let slide = (self.hop < self.length).then_some(Slide {
+                    run: self.run,
+                    index: self.index,
+                    hop: self.hop,
+                });
+                self.index += 1;
                 on_window(&Window {
                     data: &self.linear,
                     channels: self.channels,
                     samples: self.length,
                     rate,
                     end_timestamp: self.last_timestamp,
+                    slide,
                 });
             }
         }

@@ -172,6 +172,12 @@ impl Pipeline {
         self.decoder.as_ref()
     }
 
+    /// The feature stage's fitted state as it is now (re-centring moves a tangent-space
+    /// reference), as a model file would store it.
+    pub fn extractor_state(&self) -> ExtractorState {
+        self.extractor.state()
+    }
+
     /// Filter `chunk` in place and emit the features (and class probabilities) of every
     /// window it completes. A chunk holding NaN, infinities or absurd values is refused whole
     /// (see [`crate::preprocess::guard`]): the pipeline resets, no window is emitted, and the
