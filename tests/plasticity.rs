@@ -234,6 +234,8 @@ fn adaptive_lda_discriminant_matches_a_direct_solve() {
             mean_rate: 0.1,
             covariance_rate: 0.1,
             tracking_rate: 0.0,
+            // Every step moves its class mean at once (the balanced rule waits for pairs).
+            class_balanced: false,
         },
         ..LdaConfig::default()
     };
@@ -259,14 +261,17 @@ fn adaptive_lda_discriminant_matches_a_direct_solve() {
         let label = i % 2;
         let trial = subject.trial(&mut rng, label, 0.0);
         assert!(lda.update(&trial, label));
-        for (m, &v) in means[label].iter_mut().zip(&trial) {
-            *m = 0.9 * *m + 0.1 * f64::from(v);
-        }
+        // The covariance takes the trial against its class mean before the mean moves; both
+        // rates are above the running-average rate 1/(n + t + 1) of 40 calibration trials
+        // (20 per class), so they are the floors 0.1.
         let u: Vec<f64> = trial
             .iter()
             .zip(&means[label])
             .map(|(&v, m)| f64::from(v) - m)
             .collect();
+        for (m, &v) in means[label].iter_mut().zip(&trial) {
+            *m = 0.9 * *m + 0.1 * f64::from(v);
+        }
         for a in 0..D {
             for b in 0..D {
                 let sample = cov[a * D + b] - if a == b { target[a] } else { 0.0 };
