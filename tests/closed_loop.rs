@@ -321,6 +321,14 @@ fn a_closed_loop_session_replays_exactly_from_its_recording() {
         feedback, outcome.online_trials,
         "one feedback per decided cued trial"
     );
+    // The live default's decoder (tangent space + adaptive LDA) learns from every cued
+    // trial: each feedback event is recorded as applied.
+    let applied = recorded
+        .events
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::Feedback { applied: true, .. }))
+        .count();
+    assert_eq!(applied, feedback, "every cued trial's label is learned");
     assert_eq!(recorded.commands.len() as u64, outcome.commands);
     let stored = recorded.session.pipeline_config().unwrap();
     let replayed = record::replay_commands(&recorded, &stored, None, 16).unwrap();

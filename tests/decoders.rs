@@ -498,7 +498,8 @@ fn pipeline_config_errors_name_the_key() {
             kernel: Kernel::Rbf,
             c: 1.0,
             gamma: Gamma::Scale,
-            standardize: true
+            standardize: true,
+            online: neurostream::decoder::svm::SvmOnlineConfig::default(),
         }
     );
 }

@@ -120,11 +120,23 @@ pub struct LdaConfig {
 
 /// `[decoder.online]` for `kind = "lda"`: adaptive LDA with exponential forgetting.
 ///
-/// - `mean_rate` η_μ: after a labelled trial `x` of class `y`, `μ_y ← (1 − η_μ) μ_y + η_μ x`.
-/// - `covariance_rate` η_Σ: the sample part `S` of the shrunk pooled covariance
+/// - `mean_rate` η_μ, the floor of the class-mean rate: a class mean is the running average
+///   of the trials it has seen, counting its `n_k` calibration trials, until that rate
+///   (`1/(n_k + t + 1)` after `t` online trials of the class) falls to η_μ; from then on it
+///   forgets at η_μ. So a model calibrated on many trials moves less per trial than one
+///   calibrated on few: the rate reflects how much evidence the calibration already holds
+///   (a Bayesian running update started at the calibration's count).
+/// - `class_balanced` (default true): a labelled trial waits until every class has one
+///   waiting; then each class mean moves towards the average of its waiting trials, all in
+///   the same step. A run of one class's labels therefore cannot drag the boundary towards
+///   that class (a drift common to all classes moves all means alike), and labels that
+///   alternate on consecutive trials move the means in pairs.
+/// - `covariance_rate` η_Σ, the floor of the covariance rate (likewise `1/(n + t + 1)` over
+///   all `n` calibration trials first): the sample part `S` of the shrunk pooled covariance
 ///   `Σ = D + S` (`D` the shrinkage target fixed at calibration) forgets by `1 − η_Σ` and
 ///   takes `η_Σ (1 − s̄) u uᵀ`, `u = x − μ_y` (`s̄` the calibration shrinkage), so the
-///   shrinkage a small calibration set needed is kept however long the session runs.
+///   shrinkage a small calibration set needed is kept however long the session runs. The
+///   covariance is within-class scatter, so it is updated at once, trial by trial.
 /// - `tracking_rate` η_g (unsupervised, every window): the global mean `m = Σ_k p_k μ_k`
 ///   moves towards the window, `δ = η_g (x − m)`, and every class mean moves by `δ` (bias
 ///   adaptation; the discriminant directions are unchanged).
@@ -137,6 +149,8 @@ pub struct LdaOnlineConfig {
     pub covariance_rate: f64,
     /// Per-window weight of unsupervised global-mean tracking, [0, 0.1] (0: off).
     pub tracking_rate: f64,
+    /// Class means move only once every class has a labelled trial waiting (see above).
+    pub class_balanced: bool,
 }
 
 impl Default for LdaOnlineConfig {
@@ -145,6 +159,7 @@ impl Default for LdaOnlineConfig {
             mean_rate: DEFAULT_MEAN_RATE,
             covariance_rate: DEFAULT_COVARIANCE_RATE,
             tracking_rate: DEFAULT_TRACKING_RATE,
+            class_balanced: true,
         }
     }
 }
@@ -373,14 +388,18 @@ impl Decoder for Lda {
         softmax_in_place(probabilities);
     }
 
-    /// Adaptive LDA (see [`LdaOnlineConfig`]): the labelled trial moves its class mean and
-    /// the pooled covariance, and the discriminant is recomputed. `false` (nothing changed)
-    /// for an unfitted model, a wrong length, non-finite features, an out-of-range label,
-    /// both rates 0, or a model file without the calibration covariance.
+    /// Adaptive LDA (see [`LdaOnlineConfig`]): the labelled trial enters the pooled covariance
+    /// at once and its class mean (at once, or with `class_balanced` once every class has a
+    /// trial waiting), and the discriminant is recomputed. `true` when the trial was taken
+    /// (the covariance or a mean changed, or it waits for the other classes); `false`
+    /// (nothing changed) for an unfitted model, a wrong length, non-finite features, an
+    /// out-of-range label, both rates 0, or a model file without the calibration covariance.
+    /// No allocation after the first step.
     fn update(&mut self, features: &[f32], label: usize) -> bool {
         let d = self.n_features;
         let online = &self.config.online;
         let (eta_mu, eta_cov) = (online.mean_rate, online.covariance_rate);
+        let balanced = online.class_balanced;
         if d == 0
             || features.len() != d
             || label >= self.classes
@@ -397,12 +416,22 @@ impl Decoder for Lda {
             }
         }
         let state = self.online.as_mut().expect("built above");
-        let mean = &mut self.means[label * d..(label + 1) * d];
-        for (m, &x) in mean.iter_mut().zip(features) {
-            *m += eta_mu * (f64::from(x) - *m);
-        }
         if eta_cov > 0.0 {
-            state.add_row(features, mean, eta_cov, self.sample_weight);
+            // Running average over the calibration trials first, then forgetting at η_Σ.
+            let eta = eta_cov.max(1.0 / (state.seen + 1.0));
+            let mean = &self.means[label * d..(label + 1) * d];
+            state.add_row(features, mean, eta, self.sample_weight);
+            state.seen += 1.0;
+        }
+        if eta_mu > 0.0 {
+            let pending = &mut state.pending[label * d..(label + 1) * d];
+            for (p, &x) in pending.iter_mut().zip(features) {
+                *p += f64::from(x);
+            }
+            state.waiting[label] += 1;
+            if !balanced || state.waiting.iter().all(|&w| w > 0) {
+                state.apply_means(&mut self.means, eta_mu);
+            }
         }
         state.discriminant(
             &self.means,
@@ -472,6 +501,15 @@ struct Adaptive {
     t: Vec<f64>,
     z: Vec<f64>,
     v: Vec<f64>,
+    /// Per class: the (effective) number of trials its mean already averages, starting at
+    /// its calibration count.
+    counts: Vec<f64>,
+    /// Trials in the covariance so far, starting at the calibration count.
+    seen: f64,
+    /// Per class: the sum of the labelled trials waiting to move its mean (`classes × d`)
+    /// and how many there are.
+    pending: Vec<f64>,
+    waiting: Vec<usize>,
 }
 
 impl PartialEq for Adaptive {
@@ -509,6 +547,10 @@ impl Adaptive {
             t: vec![0.0; capacity],
             z: vec![0.0; capacity],
             v: vec![0.0; d],
+            counts: lda.priors.iter().map(|p| (p * n as f64).round()).collect(),
+            seen: n as f64,
+            pending: vec![0.0; lda.classes * d],
+            waiting: vec![0; lda.classes],
         };
         for (r, &w) in lda.cov_weights.iter().enumerate() {
             if w > 0.0 {
@@ -518,6 +560,28 @@ impl Adaptive {
             }
         }
         Some(state)
+    }
+
+    /// Moves every class mean with waiting trials towards their average and clears them: a
+    /// class with `m` waiting trials and count `n` moves by `max(m/(n + m), 1 − (1 − floor)^m)`
+    /// (the running average, or `m` steps of forgetting at `floor`, whichever is larger).
+    fn apply_means(&mut self, means: &mut [f64], floor: f64) {
+        let d = self.d;
+        for (k, waiting) in self.waiting.iter_mut().enumerate() {
+            if *waiting == 0 {
+                continue;
+            }
+            let m = *waiting as f64;
+            let count = &mut self.counts[k];
+            let eta = (m / (*count + m)).max(1.0 - (1.0 - floor).powf(m));
+            let pending = &mut self.pending[k * d..(k + 1) * d];
+            for (mu, p) in means[k * d..(k + 1) * d].iter_mut().zip(pending.iter_mut()) {
+                *mu += eta * (*p / m - *mu);
+                *p = 0.0;
+            }
+            *count += m;
+            *waiting = 0;
+        }
     }
 
     /// Writes `row` with `weight` into slot `slot` and refreshes its row/column of `G`.

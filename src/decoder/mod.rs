@@ -117,6 +117,7 @@ impl DecoderConfig {
                         "\"scale\" or a positive number",
                     );
                 }
+                config.online.check(problems);
             }
             DecoderConfig::Mlp(config) => check_mlp(config, problems),
         }

@@ -173,6 +173,59 @@ pub struct SvmConfig {
     pub gamma: Gamma,
     /// z-score features with the training mean/std (default true).
     pub standardize: bool,
+    /// `[decoder.online]`: the bounded supervised step (see [`SvmOnlineConfig`]).
+    pub online: SvmOnlineConfig,
+}
+
+/// `[decoder.online]` for `kind = "svm"`: a bounded online correction of the calibrated SVM.
+///
+/// The calibrated machines are never changed; each machine `m` gets a linear correction on
+/// the standardised features `z`, `f'_m(x) = f_m(x) + Δw_m·z + Δb_m`, learnt from labelled
+/// trials by a damped passive-aggressive step on the SVM's own hinge loss (Crammer et al.
+/// 2006): a trial with target `y = ±1` and loss `ℓ = max(0, 1 − y f'(x))` contributes
+/// `η ℓ y [z, 1] / (‖z‖² + 1)`, a step that would remove the fraction `η` of its loss.
+///
+/// - `rate` η, a floor: for a class with `n_k` calibration trials and `t` online ones the
+///   step is `max(rate, 1/(n_k + t + 1))`, the weight a new trial has in a running average
+///   that started at the calibration's count.
+/// - `class_balanced` (default true): steps wait until every class has a trial waiting,
+///   then the class-averaged step is applied at once, so a run of one label cannot pull the
+///   boundary towards that class.
+/// - `max_drift` B: after each step the correction is projected back so that `‖Δw‖·√d ≤ B`
+///   and `|Δb| ≤ B` (B in margin units: on a standardised window, `‖z‖ ≈ √d`, the
+///   correction moves the decision value by at most about B). `rollback` drops it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SvmOnlineConfig {
+    /// Floor of the step fraction, [0, 1] (0 with no calibration counts: no step).
+    pub rate: f64,
+    /// Steps wait for one labelled trial of every class.
+    pub class_balanced: bool,
+    /// Bound on the correction in margin units, (0, 100].
+    pub max_drift: f64,
+}
+
+impl Default for SvmOnlineConfig {
+    fn default() -> Self {
+        SvmOnlineConfig {
+            rate: 0.05,
+            class_balanced: true,
+            max_drift: 1.0,
+        }
+    }
+}
+
+impl SvmOnlineConfig {
+    /// Every range into `problems` (keys `decoder.online.…`).
+    pub fn check(&self, problems: &mut crate::validate::Problems) {
+        problems.closed("decoder.online.rate", self.rate, 0.0, 1.0, "[0, 1]");
+        problems.positive(
+            "decoder.online.max_drift",
+            self.max_drift,
+            100.0,
+            "(0, 100] margin units",
+        );
+    }
 }
 
 impl Default for SvmConfig {
@@ -182,6 +235,7 @@ impl Default for SvmConfig {
             c: 1.0,
             gamma: Gamma::Scale,
             standardize: true,
+            online: SvmOnlineConfig::default(),
         }
     }
 }
@@ -228,6 +282,38 @@ pub struct Svm {
     /// first prediction after loading.
     #[serde(skip)]
     scratch: Vec<f32>,
+    /// Calibration trials per class (what the online rate starts from); empty in model files
+    /// written before the online step.
+    #[serde(default)]
+    class_counts: Vec<f64>,
+    /// The online correction `[Δw_m (d values), Δb_m]` per machine, `machines × (d + 1)`;
+    /// empty until the first step (and after loading a model without one).
+    #[serde(default)]
+    correction: Vec<f64>,
+    /// Waiting steps and counts of the online learner; derived.
+    #[serde(skip)]
+    online: Option<Box<SvmAdaptive>>,
+    /// Decision values of every machine (one-vs-rest online step); sized on first use.
+    #[serde(skip)]
+    online_values: Vec<f64>,
+}
+
+/// Online state of the SVM's correction: per class the summed waiting steps
+/// (`machines × (d + 1)` each), how many wait, and how many trials its rate has seen.
+#[derive(Debug, Clone, Default)]
+struct SvmAdaptive {
+    pending: Vec<f64>,
+    waiting: Vec<usize>,
+    counts: Vec<f64>,
+    /// Standardised features of the current trial, `d`.
+    z: Vec<f64>,
+}
+
+impl PartialEq for SvmAdaptive {
+    /// Derived state: two models are equal when their stored fields are.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl Svm {
@@ -248,6 +334,10 @@ impl Svm {
             bias: Vec::new(),
             platt: Vec::new(),
             scratch: Vec::new(),
+            class_counts: Vec::new(),
+            correction: Vec::new(),
+            online: None,
+            online_values: Vec::new(),
         }
     }
 
@@ -323,6 +413,57 @@ impl Svm {
                 rbf.accumulate(&self.scratch, out);
             }
         }
+        if self.correction.len() == self.machines * (d + 1) {
+            for (m, o) in out.iter_mut().enumerate() {
+                let c = &self.correction[m * (d + 1)..(m + 1) * (d + 1)];
+                let mut s = c[d];
+                for (((w, &x), mean), scale) in
+                    c[..d].iter().zip(features).zip(&self.mean).zip(&self.scale)
+                {
+                    s += w * (f64::from(x) - mean) / scale;
+                }
+                *o += s;
+            }
+        }
+    }
+
+    /// The online correction's size in margin units: per machine `max(‖Δw‖·√d, |Δb|)`, the
+    /// largest over machines (0 before any step).
+    pub fn drift(&self) -> f64 {
+        let d = self.n_features;
+        self.correction
+            .chunks_exact(d + 1)
+            .map(|c| {
+                let w = c[..d].iter().map(|v| v * v).sum::<f64>().sqrt() * (d as f64).sqrt();
+                w.max(c[d].abs())
+            })
+            .fold(0.0, f64::max)
+    }
+}
+
+impl Svm {
+    /// Decision value of machine `m` alone (one-vs-rest), correction included.
+    fn machine_value(&mut self, features: &[f32], m: usize) -> f64 {
+        let mut all = std::mem::take(&mut self.online_values);
+        all.resize(self.machines, 0.0);
+        self.decision_function(features, &mut all);
+        let v = all[m];
+        self.online_values = all;
+        v
+    }
+
+    /// Projects each machine's correction back inside the drift bound.
+    fn bound_correction(&mut self, bound: f64) {
+        let d = self.n_features;
+        let root_d = (d as f64).sqrt();
+        for c in self.correction.chunks_exact_mut(d + 1) {
+            let norm = c[..d].iter().map(|v| v * v).sum::<f64>().sqrt() * root_d;
+            if norm > bound {
+                let shrink = bound / norm;
+                c[..d].iter_mut().for_each(|v| *v *= shrink);
+            }
+            c[d] = c[d].clamp(-bound, bound);
+        }
     }
 }
 
@@ -355,6 +496,27 @@ impl Svm {
         check_values("bias", &self.bias)?;
         check_values("platt", self.platt.iter().flatten())?;
         check_values("gamma", [&self.gamma])?;
+        if !self.class_counts.is_empty() {
+            check_len(
+                "class_counts",
+                self.class_counts.len(),
+                Some(k),
+                "one per class",
+            )?;
+            check_values("class_counts", &self.class_counts)?;
+            if let Some(i) = self.class_counts.iter().position(|c| *c < 0.0) {
+                return Err(format!("class_counts[{i}] is negative"));
+            }
+        }
+        if !self.correction.is_empty() {
+            check_len(
+                "correction",
+                self.correction.len(),
+                d.checked_add(1).and_then(|e| e.checked_mul(m)),
+                &format!("{m} machines x ({d} features + 1)"),
+            )?;
+            check_values("correction", &self.correction)?;
+        }
         if let Some(i) = self.scale.iter().position(|s| *s <= 0.0) {
             return Err(format!("scale[{i}] is {}, expected > 0", self.scale[i]));
         }
@@ -503,8 +665,106 @@ impl Decoder for Svm {
         }
         model.mean = mean;
         model.scale = scale;
+        model.class_counts = (0..classes)
+            .map(|k| labels.iter().filter(|&&l| l == k).count() as f64)
+            .collect();
         *self = model;
         Ok(())
+    }
+
+    /// The bounded online step (see [`SvmOnlineConfig`]). `true` when the trial was taken
+    /// (the correction changed, or the trial waits for the other classes); `false` for an
+    /// unfitted model, a wrong length, non-finite features, an out-of-range label or a zero
+    /// rate without calibration counts. No allocation after the first step.
+    fn update(&mut self, features: &[f32], label: usize) -> bool {
+        let (d, machines, classes) = (self.n_features, self.machines, self.classes);
+        let online = self.config.online.clone();
+        let counts_known = self.class_counts.len() == classes;
+        if d == 0
+            || machines == 0
+            || features.len() != d
+            || label >= classes
+            || !(0.0..=1.0).contains(&online.rate)
+            || !(online.max_drift > 0.0 && online.max_drift.is_finite())
+            || (online.rate == 0.0 && !counts_known)
+            || features.iter().any(|v| !v.is_finite())
+        {
+            return false;
+        }
+        let width = machines * (d + 1);
+        if self.correction.len() != width {
+            self.correction = vec![0.0; width];
+        }
+        if self.online.is_none() {
+            self.online = Some(Box::new(SvmAdaptive {
+                pending: vec![0.0; classes * width],
+                waiting: vec![0; classes],
+                counts: if counts_known {
+                    self.class_counts.clone()
+                } else {
+                    // Unknown calibration size: the rate is the floor from the start.
+                    vec![f64::INFINITY; classes]
+                },
+                z: vec![0.0; d],
+            }));
+        }
+        // The loss is taken at the current model, before this trial's step.
+        let mut values = [0.0f64; 1];
+        let mut state = self.online.take().expect("built above");
+        for (((z, &x), m), s) in state
+            .z
+            .iter_mut()
+            .zip(features)
+            .zip(&self.mean)
+            .zip(&self.scale)
+        {
+            *z = (f64::from(x) - m) / s;
+        }
+        let norm2 = state.z.iter().map(|v| v * v).sum::<f64>() + 1.0;
+        for m in 0..machines {
+            let f = if machines == 1 {
+                self.decision_function(features, &mut values);
+                values[0]
+            } else {
+                self.machine_value(features, m)
+            };
+            let y = if (machines == 1 && label == 1) || (machines > 1 && label == m) {
+                1.0
+            } else {
+                -1.0
+            };
+            let loss = (1.0 - y * f).max(0.0);
+            if loss > 0.0 {
+                let step = loss * y / norm2;
+                let p = &mut state.pending[label * width + m * (d + 1)..][..d + 1];
+                for (pi, zi) in p[..d].iter_mut().zip(&state.z) {
+                    *pi += step * zi;
+                }
+                p[d] += step;
+            }
+        }
+        state.waiting[label] += 1;
+        if !online.class_balanced || state.waiting.iter().all(|&w| w > 0) {
+            for k in 0..classes {
+                let waiting = state.waiting[k];
+                if waiting == 0 {
+                    continue;
+                }
+                let w = waiting as f64;
+                let eta = online.rate.max(1.0 / (state.counts[k] + 1.0));
+                let pending = &mut state.pending[k * width..(k + 1) * width];
+                for (c, p) in self.correction.iter_mut().zip(pending.iter_mut()) {
+                    // The class's average step, at its rate.
+                    *c += eta * *p / w;
+                    *p = 0.0;
+                }
+                state.counts[k] += w;
+                state.waiting[k] = 0;
+            }
+            self.bound_correction(online.max_drift);
+        }
+        self.online = Some(state);
+        true
     }
 
     fn predict_proba(&mut self, features: &[f32], probabilities: &mut [f64]) {
