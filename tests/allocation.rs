@@ -5,7 +5,12 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use neurostream::engine::{Engine, NoSink};
+use neurostream::engine::{Engine, EngineSink};
+
+/// A sink that wants nothing: only the engine's own work is counted.
+struct NoSink;
+
+impl EngineSink for NoSink {}
 use neurostream::epochs;
 use neurostream::evaluate;
 use neurostream::pipeline::{Pipeline, PipelineConfig};
