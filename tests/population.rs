@@ -403,3 +403,23 @@ fn leave_one_subject_out_runs_every_condition_on_the_same_folds() {
     );
     assert!(population::render(&report).contains("prior, 5/class"));
 }
+
+/// The prior shipped in the repository (built by `neurostream train --population` from the 35
+/// shared EEGMMIDB subjects, docs/decoding.md) loads, names its source and licence, and fits
+/// the pipeline it was built with: the 21 motor-strip channels at 160 Hz, 3 s windows.
+#[test]
+fn the_shipped_motor_strip_prior_fits_its_pipeline() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let prior = PopulationPrior::load(&root.join("pipelines/priors/eegmmidb_motor21.json"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(prior.subjects.len(), 35);
+    assert!(prior.source.contains("ODC-By"), "{}", prior.source);
+    assert_eq!(prior.dim(), 21 * 22 / 2);
+    let config =
+        PipelineConfig::from_file(&root.join("pipelines/mi_tangent_lda_motor21.toml")).unwrap();
+    prior.check_pipeline(&config, 160.0, 480).unwrap();
+    let channels = config.preprocess.channels.clone();
+    assert_eq!(channels.len(), 21);
+    let stats = prior.stats_for(&channels).unwrap();
+    assert_eq!(stats.means.len(), 2);
+}
