@@ -403,16 +403,11 @@ pub fn matmul_tn_into(a: &Mat, b: &Mat, out: &mut Mat) {
 }
 
 /// Relative size below which an off-diagonal entry of [`WarmEigen`]'s rotated matrix counts as
-/// zero: |b_pq| ≤ tol √(b_pp b_qq). What is left is corrected to first order by
-/// [`WarmEigen::apply`], so the error of f(A) is second order, about n · tol² (≈ 1e-8 here).
+/// zero in the Jacobi fallback: |b_pq| ≤ tol √(b_pp b_qq). What is left is corrected to first
+/// order by [`WarmEigen::apply`], so the error of f(A) is second order, about n · tol².
 pub const JACOBI_TOL: f64 = 1e-5;
-/// Sweeps a warm start may take before the solver restarts cold (from the identity).
-const WARM_MAX_SWEEPS: usize = 10;
-/// Sweeps a cold start may take (64 × 64 EEG covariances converge in about 10).
+/// Sweeps the Jacobi fallback may take (64 × 64 EEG covariances converge in about 10).
 const COLD_MAX_SWEEPS: usize = 40;
-/// Re-orthonormalise the kept eigenvectors once per this many solves: each rotation is
-/// orthogonal only to rounding, and over hours of windows the errors would add up.
-const REORTHONORMALISE_EVERY: u64 = 64;
 
 /// Symmetric eigensolver for a sequence of slowly changing matrices (the whitened covariances
 /// of overlapping windows): cyclic Jacobi sweeps on Vᵀ A V, V the previous matrix's
@@ -433,6 +428,9 @@ pub struct WarmEigen {
     solves: u64,
     /// Sweeps of the last solve (for tests and benches).
     last_sweeps: usize,
+    /// Diagonal and off-diagonal of the tridiagonal form (the QL solve's work vectors).
+    d: Vec<f64>,
+    e: Vec<f64>,
 }
 
 impl WarmEigen {
@@ -447,6 +445,8 @@ impl WarmEigen {
             warm: false,
             solves: 0,
             last_sweeps: 0,
+            d: vec![0.0; n],
+            e: vec![0.0; n],
         }
     }
 
@@ -491,20 +491,22 @@ impl WarmEigen {
             return false;
         }
         self.last_sweeps = 0;
-        if self.warm {
-            if self.solves % REORTHONORMALISE_EVERY == 0 {
-                orthonormalise_columns(&mut self.v);
+        // Householder tridiagonalisation + implicit QL in the preallocated buffers: the
+        // measured fastest here (docs/performance.md), and exact to rounding, so the rotated
+        // matrix is diagonal and `apply`'s first-order term vanishes. Warm Jacobi remains the
+        // fallback if QL does not converge.
+        self.v.copy_from(a);
+        symmetrize(&mut self.v);
+        if tridiagonal_ql(&mut self.v, &mut self.d, &mut self.e) {
+            self.b.fill(0.0);
+            for (i, &l) in self.d.iter().enumerate() {
+                self.b[(i, i)] = l;
             }
-            matmul_into(a, &self.v, &mut self.tmp);
-            matmul_tn_into(&self.v, &self.tmp, &mut self.b);
-            symmetrize(&mut self.b);
-            if let Some(sweeps) = jacobi(&mut self.b, &mut self.v, JACOBI_TOL, WARM_MAX_SWEEPS) {
-                self.last_sweeps = sweeps;
-                self.solves += 1;
-                return true;
-            }
-            self.last_sweeps = WARM_MAX_SWEEPS;
+            self.warm = true;
+            self.solves = 1;
+            return true;
         }
+        self.warm = false;
         self.v.fill_with_identity();
         self.b.copy_from(a);
         symmetrize(&mut self.b);
@@ -550,6 +552,176 @@ impl WarmEigen {
         matmul_into(&self.tmp, &self.vt, out);
         symmetrize(out);
     }
+}
+
+/// Eigen-decomposition of the symmetric `v` (n × n, overwritten by the eigenvectors as
+/// columns; `d` gets the eigenvalues, `e` is work space of length n): Householder reduction to
+/// tridiagonal form and the implicit QL iteration, as EISPACK's tred2/tql2 (the public-domain
+/// JAMA formulation). No allocation. `false` if an eigenvalue needs more than 60 iterations
+/// (non-finite input).
+fn tridiagonal_ql(v: &mut Mat, d: &mut [f64], e: &mut [f64]) -> bool {
+    let n = v.nrows();
+    if n == 0 || d.len() != n || e.len() != n {
+        return false;
+    }
+    // tred2: v ← Q, d/e ← the tridiagonal form.
+    for j in 0..n {
+        d[j] = v[(n - 1, j)];
+    }
+    for i in (1..n).rev() {
+        let mut scale = 0.0;
+        let mut h = 0.0;
+        for dk in d.iter().take(i) {
+            scale += dk.abs();
+        }
+        if scale == 0.0 {
+            e[i] = d[i - 1];
+            for j in 0..i {
+                d[j] = v[(i - 1, j)];
+                v[(i, j)] = 0.0;
+                v[(j, i)] = 0.0;
+            }
+        } else {
+            for dk in d.iter_mut().take(i) {
+                *dk /= scale;
+                h += *dk * *dk;
+            }
+            let mut f = d[i - 1];
+            let mut g = h.sqrt();
+            if f > 0.0 {
+                g = -g;
+            }
+            e[i] = scale * g;
+            h -= f * g;
+            d[i - 1] = f - g;
+            for ej in e.iter_mut().take(i) {
+                *ej = 0.0;
+            }
+            for j in 0..i {
+                f = d[j];
+                v[(j, i)] = f;
+                g = e[j] + v[(j, j)] * f;
+                for k in j + 1..i {
+                    g += v[(k, j)] * d[k];
+                    e[k] += v[(k, j)] * f;
+                }
+                e[j] = g;
+            }
+            f = 0.0;
+            for j in 0..i {
+                e[j] /= h;
+                f += e[j] * d[j];
+            }
+            let hh = f / (h + h);
+            for j in 0..i {
+                e[j] -= hh * d[j];
+            }
+            for j in 0..i {
+                f = d[j];
+                g = e[j];
+                for k in j..i {
+                    v[(k, j)] -= f * e[k] + g * d[k];
+                }
+                d[j] = v[(i - 1, j)];
+                v[(i, j)] = 0.0;
+            }
+        }
+        d[i] = h;
+    }
+    for i in 0..n - 1 {
+        v[(n - 1, i)] = v[(i, i)];
+        v[(i, i)] = 1.0;
+        let h = d[i + 1];
+        if h != 0.0 {
+            for k in 0..=i {
+                d[k] = v[(k, i + 1)] / h;
+            }
+            for j in 0..=i {
+                let mut g = 0.0;
+                for k in 0..=i {
+                    g += v[(k, i + 1)] * v[(k, j)];
+                }
+                for k in 0..=i {
+                    v[(k, j)] -= g * d[k];
+                }
+            }
+        }
+        for k in 0..=i {
+            v[(k, i + 1)] = 0.0;
+        }
+    }
+    for j in 0..n {
+        d[j] = v[(n - 1, j)];
+        v[(n - 1, j)] = 0.0;
+    }
+    v[(n - 1, n - 1)] = 1.0;
+    e[0] = 0.0;
+    // tql2: diagonalise the tridiagonal form, rotating the columns of v.
+    for i in 1..n {
+        e[i - 1] = e[i];
+    }
+    e[n - 1] = 0.0;
+    let mut f = 0.0;
+    let mut tst1: f64 = 0.0;
+    let eps = f64::EPSILON;
+    for l in 0..n {
+        tst1 = tst1.max(d[l].abs() + e[l].abs());
+        let mut m = l;
+        while m < n - 1 && e[m].abs() > eps * tst1 {
+            m += 1;
+        }
+        if m > l {
+            let mut iterations = 0;
+            loop {
+                iterations += 1;
+                if iterations > 60 {
+                    return false;
+                }
+                let mut g = d[l];
+                let mut p = (d[l + 1] - g) / (2.0 * e[l]);
+                let mut r = p.hypot(1.0);
+                if p < 0.0 {
+                    r = -r;
+                }
+                d[l] = e[l] / (p + r);
+                d[l + 1] = e[l] * (p + r);
+                let dl1 = d[l + 1];
+                let mut h = g - d[l];
+                for di in d.iter_mut().skip(l + 2) {
+                    *di -= h;
+                }
+                f += h;
+                p = d[m];
+                let (mut c, mut c2, mut c3) = (1.0, 1.0, 1.0);
+                let el1 = e[l + 1];
+                let (mut s, mut s2) = (0.0, 0.0);
+                for i in (l..m).rev() {
+                    c3 = c2;
+                    c2 = c;
+                    s2 = s;
+                    g = c * e[i];
+                    h = c * p;
+                    r = p.hypot(e[i]);
+                    e[i + 1] = s * r;
+                    s = e[i] / r;
+                    c = p / r;
+                    p = c * d[i] - s * g;
+                    d[i + 1] = h + s * (c * g + s * d[i]);
+                    rotate_columns(v.as_mut_slice(), n, i, i + 1, c, s);
+                }
+                p = -s * s2 * c3 * el1 * e[l] / dl1;
+                e[l] = s * p;
+                d[l] = c * p;
+                // NaN ends the loop too; the final finiteness check then refuses the result.
+                if e[l].abs() <= eps * tst1 || e[l].is_nan() {
+                    break;
+                }
+            }
+        }
+        d[l] += f;
+        e[l] = 0.0;
+    }
+    d.iter().all(|x| x.is_finite())
 }
 
 /// Cyclic Jacobi on the symmetric `b` (full storage), accumulating the rotations into the
@@ -605,26 +777,6 @@ fn rotate_columns(data: &mut [f64], n: usize, p: usize, q: usize, c: f64, s: f64
         let (a, b) = (*x, *y);
         *x = c * a - s * b;
         *y = s * a + c * b;
-    }
-}
-
-/// Modified Gram–Schmidt on the columns of `v`, in place.
-fn orthonormalise_columns(v: &mut Mat) {
-    let n = v.nrows();
-    let m = v.ncols();
-    let data = v.as_mut_slice();
-    for j in 0..m {
-        let (done, rest) = data.split_at_mut(j * n);
-        let col = &mut rest[..n];
-        for k in 0..j {
-            let prev = &done[k * n..(k + 1) * n];
-            let dot: f64 = prev.iter().zip(col.iter()).map(|(a, b)| a * b).sum();
-            col.iter_mut().zip(prev).for_each(|(x, p)| *x -= dot * p);
-        }
-        let norm = col.iter().map(|x| x * x).sum::<f64>().sqrt();
-        if norm > 0.0 {
-            col.iter_mut().for_each(|x| *x /= norm);
-        }
     }
 }
 
