@@ -17,6 +17,7 @@ use neurostream::pipeline::{Pipeline, PipelineConfig, SourceConfig};
 use neurostream::service::metrics::DropReason;
 use neurostream::service::nats::Kind;
 use neurostream::service::{Service, ServiceConfig};
+use neurostream::source::nats::NatsSourceConfig;
 use neurostream::source::replay::Replay;
 use neurostream::source::simulator::{self, SimulatorConfig};
 use neurostream::source::{Pace, Source, SourceItem};
@@ -194,6 +195,17 @@ struct Session {
 /// The demo recording (`seconds` of it at `speed`) served with `nats` publishing.
 async fn start(nats: NatsConfig, speed: f64, seconds: f64) -> Session {
     let (config, model) = demo_pipeline();
+    start_with(nats, speed, seconds, &config, &model).await
+}
+
+/// As [`start`], with the pipeline and model given.
+async fn start_with(
+    nats: NatsConfig,
+    speed: f64,
+    seconds: f64,
+    config: &PipelineConfig,
+    model: &neurostream::model::Model,
+) -> Session {
     let recording = neurostream::io::open(repo("recordings/demo.xdf")).unwrap();
     let replay = Replay::new(&recording, None, 16, Pace::from_speed(speed)).unwrap();
     let rate = replay.stream_info().nominal_rate;
@@ -203,7 +215,7 @@ async fn start(nats: NatsConfig, speed: f64, seconds: f64) -> Session {
         gate: gate.clone(),
         remaining: (seconds * rate) as usize,
     };
-    let pipeline = Pipeline::build(&config, source.stream_info(), Some(model.clone())).unwrap();
+    let pipeline = Pipeline::build(config, source.stream_info(), Some(model.clone())).unwrap();
     let controller = config
         .control
         .build_with(pipeline.class_names(), model.operating_point.as_ref())
@@ -311,7 +323,7 @@ fn unwrap_envelope(mut value: Value) -> Value {
     value
 }
 
-fn config(server: &NatsServer, session: &str) -> NatsConfig {
+fn config_for(server: &NatsServer, session: &str) -> NatsConfig {
     NatsConfig {
         url: server.url(),
         session: Some(session.into()),
@@ -328,7 +340,7 @@ async fn same_commands(speed: f64, seconds: f64, session: &str) {
     let Some(server) = NatsServer::start(session, &[]) else {
         return;
     };
-    let run = start(config(&server, session), speed, seconds).await;
+    let run = start(config_for(&server, session), speed, seconds).await;
     let stats = run.service.nats_stats().unwrap();
     let messages = collect_ws(&run.url, &run.gate, |_| {}).await;
     let summary = run.service.wait().await.unwrap();
@@ -395,7 +407,7 @@ async fn nats_outage_is_reported_and_counted_exactly() {
     let nats = NatsConfig {
         // Small, so that the outage overflows it.
         queue: 8,
-        ..config(&server.lock().unwrap(), "outage")
+        ..config_for(&server.lock().unwrap(), "outage")
     };
     let run = start(nats, 4.0, 120.0).await;
     let stats = run.service.nats_stats().unwrap();
@@ -532,4 +544,128 @@ fn credentials_stay_out_of_the_log() {
     let log = String::from_utf8_lossy(&in_url.stderr);
     assert!(in_url.status.success(), "{log}");
     assert!(!log.contains(secret), "the password is in the log");
+}
+
+/// A command without what depends on the machine (its latency).
+fn decoded(mut command: Value) -> Value {
+    command.as_object_mut().unwrap().remove("latency_ms");
+    command
+}
+
+/// Acquisition instance (the recording replayed, `[nats] raw = true`) → NATS → decoding
+/// instance with `[source] kind = "nats"`: the decoding instance gets the stream description
+/// (labels, units, rate) and its commands equal those of decoding the recording locally (the
+/// acquisition instance decodes it too, with the same pipeline and model), in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acquisition_to_decoding_instance_gives_the_local_commands() {
+    let Some(server) = NatsServer::start("acq", &[]) else {
+        return;
+    };
+    let (config, model) = demo_pipeline();
+    let nats = NatsConfig {
+        raw: true,
+        queue: 100_000,
+        ..config_for(&server, "acq")
+    };
+    let acquisition = start_with(nats, 20.0, 90.0, &config, &model).await;
+    let local_info = neurostream::io::open(repo("recordings/demo.xdf"))
+        .unwrap()
+        .primary_signal()
+        .unwrap()
+        .info
+        .clone();
+
+    let mut decoding_config = config.clone();
+    decoding_config.source = SourceConfig::Nats(NatsSourceConfig::new(server.url(), "acq"));
+    decoding_config.validate().unwrap();
+    let source = decoding_config.source.build().unwrap();
+    assert_eq!(source.stream_info(), &local_info, "the stream description");
+    let pipeline =
+        Pipeline::build(&decoding_config, source.stream_info(), Some(model.clone())).unwrap();
+    let controller = decoding_config
+        .control
+        .build_with(pipeline.class_names(), model.operating_point.as_ref())
+        .unwrap();
+    let decoding = Service::start(
+        ServiceConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            client_queue: 100_000,
+            client_queue_bytes: 1 << 30,
+            ..ServiceConfig::default()
+        },
+        source,
+        pipeline,
+        Some(controller),
+    )
+    .await
+    .unwrap();
+    let decoding_url = format!("ws://{}/ws", decoding.local_addr());
+    // The decoding client connects first, then the acquisition's, which starts the stream.
+    let connected = Arc::new(AtomicBool::new(false));
+    let (remote, local) = tokio::join!(collect_ws(&decoding_url, &connected, |_| {}), async {
+        while !connected.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        collect_ws(&acquisition.url, &acquisition.gate, |_| {}).await
+    });
+    let acquisition_stats = acquisition.service.nats_stats().unwrap();
+    let local_summary = acquisition.service.wait().await.unwrap();
+    let remote_summary = decoding.wait().await.unwrap();
+    assert_eq!(acquisition_stats.dropped(Kind::Raw), 0);
+    let local: Vec<Value> = commands(&local).into_iter().map(decoded).collect();
+    let remote_commands: Vec<Value> = commands(&remote).into_iter().map(decoded).collect();
+    assert!(!local.is_empty(), "no command decoded locally");
+    assert_eq!(local.len() as u64, local_summary.commands);
+    assert_eq!(remote_summary.samples, local_summary.samples, "samples");
+    assert_eq!(remote_commands, local, "remote and local commands differ");
+    // No gap, no loss reported on the decoding side.
+    let troubles: Vec<&Value> = remote
+        .iter()
+        .filter(|m| {
+            m["type"] == "status"
+                && ["stream_lost", "stream_regained", "samples_dropped"]
+                    .contains(&m["event"].as_str().unwrap_or(""))
+        })
+        .collect();
+    assert!(troubles.is_empty(), "{troubles:?}");
+    eprintln!(
+        "acquisition -> NATS -> decoding: {} commands equal, {} samples, {} raw messages \
+         published",
+        local.len(),
+        local_summary.samples,
+        acquisition_stats.published(Kind::Raw)
+    );
+}
+
+/// What goes wrong at start is said: server down (within the timeout), no such session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_source_errors_are_clear() {
+    let Some(server) = NatsServer::start("srcerr", &[]) else {
+        return;
+    };
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut down = NatsSourceConfig::new(format!("nats://127.0.0.1:{free}"), "acq");
+    down.connect_timeout_seconds = 1.0;
+    let started = Instant::now();
+    let e = tokio::task::spawn_blocking(move || down.build().err().unwrap().to_string())
+        .await
+        .unwrap();
+    assert!(e.contains(&format!("127.0.0.1:{free}")), "{e}");
+    assert!(started.elapsed() < PATIENCE);
+    let mut missing = NatsSourceConfig::new(server.url(), "nosuch");
+    missing.connect_timeout_seconds = 1.0;
+    let e = tokio::task::spawn_blocking(move || missing.build().err().unwrap().to_string())
+        .await
+        .unwrap();
+    assert!(e.contains("no JetStream stream NEUROSTREAM_nosuch"), "{e}");
+    let e = SourceConfig::Nats(NatsSourceConfig::new(server.url(), "bad session"))
+        .build()
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("source.session"), "{e}");
 }

@@ -189,6 +189,16 @@ impl NatsPublisher {
         self.publish(Kind::Raw, &json.to_string());
     }
 
+    /// Markers of the raw stream as `{"type":"events","events":[{label, onset, duration}…]}`
+    /// on the raw subject (numbered with the chunks, so a consumer keeps their order).
+    pub fn publish_events(&self, events: &[crate::stream::Event]) {
+        if !self.raw || events.is_empty() {
+            return;
+        }
+        let json = serde_json::json!({ "type": "events", "events": events });
+        self.publish(Kind::Raw, &json.to_string());
+    }
+
     pub fn stats(&self) -> Arc<NatsStats> {
         self.shared.stats.clone()
     }
@@ -272,6 +282,47 @@ fn backoff(attempts: usize) -> Duration {
     (Duration::from_millis(100) * 2u32.pow(exponent)).min(MAX_BACKOFF)
 }
 
+/// A client connected to `config.url` (credentials from the config, else from the URL),
+/// bounded by `connect_timeout_seconds`; `on_event` sees connection events. Returns the
+/// client and the URL without credentials, for messages.
+pub(crate) async fn connect(
+    config: &NatsConfig,
+    name: &str,
+    on_event: impl Fn(async_nats::Event) + Send + Sync + 'static,
+) -> Result<(async_nats::Client, String)> {
+    let url = config.redacted_url();
+    // Credentials in the URL move into the options (explicit ones win).
+    let (connect_url, in_url) = split_url_credentials(&config.url);
+    let mut config = config.clone();
+    let explicit = config.user.is_some()
+        || config.token.is_some()
+        || config.nkey_file.is_some()
+        || config.creds_file.is_some();
+    if !explicit {
+        config.user = in_url.user;
+        config.password = in_url.password;
+        config.token = in_url.token;
+    }
+    let config = &config;
+    let on_event = Arc::new(on_event);
+    let options = options(config, name).await?.event_callback(move |event| {
+        let on_event = on_event.clone();
+        async move { on_event(event) }
+    });
+    let timeout = Duration::from_secs_f64(config.connect_timeout_seconds);
+    match tokio::time::timeout(timeout, options.connect(connect_url.as_str())).await {
+        Ok(Ok(client)) => Ok((client, url)),
+        Ok(Err(e)) => Err(Error::Network(format!(
+            "nats: cannot connect to {url}: {}",
+            scrub(&e.to_string(), config)
+        ))),
+        Err(_) => Err(Error::Network(format!(
+            "nats: no answer from {url} within {} s",
+            config.connect_timeout_seconds
+        ))),
+    }
+}
+
 /// Connect (bounded by `connect_timeout_seconds`), create or update the session's JetStream
 /// stream and start the publisher task. Fails with the server address (never credentials)
 /// and what went wrong.
@@ -291,45 +342,12 @@ pub async fn start(
             format!("{session:?}: allowed: 1 to 64 letters, digits, '_' or '-'"),
         ));
     }
-    let url = config.redacted_url();
-    // Credentials in the URL move into the options (explicit ones win).
-    let (connect_url, in_url) = split_url_credentials(&config.url);
-    let mut config = config.clone();
-    let explicit = config.user.is_some()
-        || config.token.is_some()
-        || config.nkey_file.is_some()
-        || config.creds_file.is_some();
-    if !explicit {
-        config.user = in_url.user;
-        config.password = in_url.password;
-        config.token = in_url.token;
-    }
-    let config = &config;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let options = options(config, &format!("neurostream {session}"))
-        .await?
-        .event_callback(move |event| {
-            let events_tx = events_tx.clone();
-            async move {
-                let _ = events_tx.send(event);
-            }
-        });
+    let (client, url) = connect(config, &format!("neurostream {session}"), move |event| {
+        let _ = events_tx.send(event);
+    })
+    .await?;
     let timeout = Duration::from_secs_f64(config.connect_timeout_seconds);
-    let client = match tokio::time::timeout(timeout, options.connect(connect_url.as_str())).await {
-        Ok(Ok(client)) => client,
-        Ok(Err(e)) => {
-            return Err(Error::Network(format!(
-                "nats: cannot connect to {url}: {}",
-                scrub(&e.to_string(), config)
-            )))
-        }
-        Err(_) => {
-            return Err(Error::Network(format!(
-                "nats: no answer from {url} within {} s",
-                config.connect_timeout_seconds
-            )))
-        }
-    };
     let js = jetstream::new(client.clone());
     let subject_root = format!("{}.{session}", config.prefix);
     let stream = config.stream_name(&session);

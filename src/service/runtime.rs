@@ -612,6 +612,9 @@ impl EngineSink for ServiceSink<'_> {
             let accepted = recorder.markers(events.to_vec());
             self.recorded(accepted);
         }
+        if let Some(nats) = self.nats {
+            nats.publish_events(events);
+        }
         Ok(())
     }
 

@@ -7,9 +7,11 @@
 //! - [`simulator`]: synthetic motor-imagery EEG with cue markers; seeded and deterministic.
 //! - [`lsl`]: a live Lab Streaming Layer stream (headset), with an optional marker stream,
 //!   loss/recovery and gap reporting.
+//! - [`nats`]: raw EEG another instance publishes to NATS JetStream (`[nats] raw = true`).
 
 pub mod cues;
 pub mod lsl;
+pub mod nats;
 pub mod replay;
 pub mod simulator;
 
@@ -27,6 +29,8 @@ pub enum SourceConfig {
     Replay(replay::ReplayConfig),
     /// A live Lab Streaming Layer stream (a headset).
     Lsl(lsl::LslConfig),
+    /// Raw EEG of a session another instance publishes to NATS JetStream (`[nats] raw`).
+    Nats(nats::NatsSourceConfig),
 }
 
 impl Default for SourceConfig {
@@ -44,6 +48,7 @@ impl SourceConfig {
             SourceConfig::Lsl(config) => Box::new(config.build()?),
             #[cfg(not(feature = "lsl"))]
             SourceConfig::Lsl(config) => match config.build()? {},
+            SourceConfig::Nats(config) => Box::new(config.build()?),
         })
     }
 
@@ -53,6 +58,7 @@ impl SourceConfig {
             SourceConfig::Simulator(_) => "simulator",
             SourceConfig::Replay(_) => "replay",
             SourceConfig::Lsl(_) => "lsl",
+            SourceConfig::Nats(_) => "nats",
         }
     }
 
@@ -61,7 +67,7 @@ impl SourceConfig {
     pub fn stated_rate(&self) -> Option<f64> {
         match self {
             SourceConfig::Simulator(config) => Some(config.rate),
-            SourceConfig::Replay(_) | SourceConfig::Lsl(_) => None,
+            SourceConfig::Replay(_) | SourceConfig::Lsl(_) | SourceConfig::Nats(_) => None,
         }
     }
 
@@ -72,6 +78,7 @@ impl SourceConfig {
             SourceConfig::Replay(config) => config.check(problems),
             // The LSL settings are checked by code that stops at the first problem.
             SourceConfig::Lsl(config) => problems.absorb("source", config.validate()),
+            SourceConfig::Nats(config) => config.check(problems),
         }
     }
 }
