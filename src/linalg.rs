@@ -409,12 +409,11 @@ pub const JACOBI_TOL: f64 = 1e-5;
 /// Sweeps the Jacobi fallback may take (64 × 64 EEG covariances converge in about 10).
 const COLD_MAX_SWEEPS: usize = 40;
 
-/// Symmetric eigensolver for a sequence of slowly changing matrices (the whitened covariances
-/// of overlapping windows): cyclic Jacobi sweeps on Vᵀ A V, V the previous matrix's
-/// eigenvectors. When A changed little, Vᵀ A V is nearly diagonal and two or three sweeps
-/// finish it, where a cold solve (nalgebra's QR, or Jacobi from the identity) costs the
-/// equivalent of ten. Allocation-free after [`WarmEigen::new`]. A warm start that does not
-/// converge restarts cold; non-finite input returns `false` and forgets the warm start.
+/// Symmetric eigensolver for the hot path, allocation-free after [`WarmEigen::new`]:
+/// Householder tridiagonalisation and implicit QL ([`tridiagonal_ql`]) in preallocated
+/// buffers. (Named for its first version, which warm-started cyclic Jacobi sweeps from the
+/// previous window's eigenvectors; that measured slower than QL on 64 × 64 covariances and is
+/// now only the fallback when QL does not converge.) Non-finite input returns `false`.
 #[derive(Debug, Clone, Default)]
 pub struct WarmEigen {
     /// Eigenvectors (columns) of the last matrix.

@@ -22,10 +22,9 @@
 //! - the covariance of a window from a [`crate::features::window::Windower`] is updated over
 //!   the hop ([`SlidingCovariance`]): the new samples' outer products in, the leaving ones'
 //!   out, with an exact recomputation every [`crate::features::sliding::EXACT_EVERY`] windows;
-//! - the eigendecomposition of the whitened covariance starts from the previous window's
-//!   eigenvectors ([`linalg::WarmEigen`]: Jacobi sweeps on Vᵀ W V, which overlapping windows
-//!   leave nearly diagonal), and logm takes the first-order correction for what the sweeps
-//!   leave off the diagonal;
+//! - the eigendecomposition of the whitened covariance is a Householder tridiagonalisation and
+//!   implicit QL in preallocated buffers ([`linalg::WarmEigen`]; measured faster here than
+//!   warm-started Jacobi sweeps, docs/performance.md), with Jacobi as the fallback;
 //! - `adapt` reuses that solver for W^rate and a second one, warm from the previous
 //!   reference, for the new reference's square roots, into preallocated buffers.
 //!
