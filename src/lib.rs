@@ -58,13 +58,16 @@
 //!   session's commands exactly.
 //! - [`service`]: the live service: source and DSP threads, per-client bounded queues, the
 //!   axum WebSocket server (protocol in docs/protocol.md), Prometheus metrics, and the
-//!   `listen` client.
+//!   `listen` client; with `[nats]`, the session published to NATS JetStream.
+//! - [`nats`]: the `[nats]` settings and the one NATS connection both the publisher
+//!   ([`service`]) and `[source] kind = "nats"` ([`source`]) use; below both, so neither
+//!   imports the other.
 //! - `publish` (feature `lsl`): any source published as LSL outlets (`simulate --lsl`).
 //! - [`loopback`]: loopback-only network namespaces for LSL tests and benchmarks.
 //!
 //! The per-sample hot path (preprocess → features → decoder) is plain synchronous Rust that
-//! does not allocate per chunk once warmed up (the tangent-space eigensolver is the one
-//! exception, documented there); async code lives only at the edges.
+//! does not allocate per chunk once warmed up (tangent space and its re-centring included:
+//! tests/allocation.rs); async code lives only at the edges.
 
 pub mod closed_loop;
 pub mod config;
@@ -79,6 +82,7 @@ pub mod io;
 pub mod linalg;
 pub mod loopback;
 pub mod model;
+pub mod nats;
 pub mod output;
 pub mod paradigm;
 pub mod pipeline;

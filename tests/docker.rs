@@ -192,7 +192,7 @@ fn dockerfile_stages_user_port_and_healthcheck() {
     let health = runtime.last("HEALTHCHECK").expect("HEALTHCHECK");
     assert!(health.contains("/health"), "{health}");
     assert!(health.contains(&format!("/{port} ")), "{health}");
-    let server = read("src/service/server.rs");
+    let server = read("src/service/server/mod.rs");
     assert!(
         server.contains(r#".route("/health""#),
         "the service has no /health route"

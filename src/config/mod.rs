@@ -22,7 +22,7 @@
 //! a [`Problems`]; this module assembles them. No stage imports this module, so the schema
 //! and the hot path do not depend on each other in a loop.
 
-pub mod nats;
+pub use crate::nats;
 pub mod output;
 pub mod paradigm;
 pub mod training;

@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Source, SourceItem, StreamStatus};
-use crate::config::nats::{valid_token, NatsConfig};
 use crate::error::{Error, Result};
+use crate::nats::{valid_token, NatsConfig};
 use crate::stream::{Chunk, Event, StreamInfo};
 use crate::validate::Problems;
 
@@ -444,8 +444,7 @@ async fn setup(
 ) -> Result<(StreamInfo, Ordered, String)> {
     let session = &config.session;
     let (client, url) =
-        crate::service::nats::connect(nats, &format!("neurostream consumer {session}"), |_| {})
-            .await?;
+        crate::nats::connect(nats, &format!("neurostream consumer {session}"), |_| {}).await?;
     let what = format!("nats source {}.{session} on {url}", config.prefix);
     let js = jetstream::new(client);
     let name = nats.stream_name(session);

@@ -1,5 +1,8 @@
-//! `[nats]`: publish a session's commands, features, status (and raw EEG, opt-in) to a NATS
-//! JetStream server (the publisher is [`crate::service::nats`]).
+//! NATS, below both of its users: the `[nats]` settings (publish a session's commands,
+//! features, status and, opt-in, raw EEG to a JetStream server: [`crate::service::nats`]; the
+//! same settings name the server of `[source] kind = "nats"`: [`crate::source::nats`]) and the
+//! one `connect` both use. It imports neither, so the module graph stays acyclic
+//! (tests/module_cycles.rs). Re-exported as `crate::config::nats`.
 //!
 //! ```toml
 //! [nats]
@@ -18,9 +21,12 @@
 //! and print as `***` in debug output.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::validate::Problems;
 
 /// Environment variables read by [`NatsConfig::apply_env`].
@@ -401,6 +407,130 @@ pub fn redact_url(url: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// A client connected to `config.url` (credentials from the config, else from the URL),
+/// bounded by `connect_timeout_seconds`; `on_event` sees connection events. Returns the
+/// client and the URL without credentials, for messages.
+pub async fn connect(
+    config: &NatsConfig,
+    name: &str,
+    on_event: impl Fn(async_nats::Event) + Send + Sync + 'static,
+) -> Result<(async_nats::Client, String)> {
+    let url = config.redacted_url();
+    // Credentials in the URL move into the options (explicit ones win).
+    let (connect_url, in_url) = split_url_credentials(&config.url);
+    let mut config = config.clone();
+    let explicit = config.user.is_some()
+        || config.token.is_some()
+        || config.nkey_file.is_some()
+        || config.creds_file.is_some();
+    if !explicit {
+        config.user = in_url.user;
+        config.password = in_url.password;
+        config.token = in_url.token;
+    }
+    let config = &config;
+    let on_event = Arc::new(on_event);
+    let options = options(config, name).await?.event_callback(move |event| {
+        let on_event = on_event.clone();
+        async move { on_event(event) }
+    });
+    let timeout = Duration::from_secs_f64(config.connect_timeout_seconds);
+    match tokio::time::timeout(timeout, options.connect(connect_url.as_str())).await {
+        Ok(Ok(client)) => Ok((client, url)),
+        Ok(Err(e)) => Err(Error::Network(format!(
+            "nats: cannot connect to {url}: {}",
+            scrub(&e.to_string(), config)
+        ))),
+        Err(_) => Err(Error::Network(format!(
+            "nats: no answer from {url} within {} s",
+            config.connect_timeout_seconds
+        ))),
+    }
+}
+
+/// Error text with any password or token replaced (a library error could quote a URL).
+fn scrub(text: &str, config: &NatsConfig) -> String {
+    let mut text = text.replace(&config.url, &config.redacted_url());
+    for secret in [&config.password, &config.token].into_iter().flatten() {
+        if !secret.expose().is_empty() {
+            text = text.replace(secret.expose(), "***");
+        }
+    }
+    text
+}
+
+/// The options for `config` (credentials and TLS), without connecting.
+async fn options(config: &NatsConfig, name: &str) -> Result<async_nats::ConnectOptions> {
+    let what = |detail: String| Error::config("nats", detail);
+    let mut options = match (&config.creds_file, &config.nkey_file) {
+        (Some(path), _) => async_nats::ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|e| {
+                what(format!(
+                    "creds_file {}: cannot read it as NATS credentials: {e}",
+                    path.display()
+                ))
+            })?,
+        (None, Some(path)) => {
+            let seed = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            let seed = seed.trim().to_owned();
+            if !seed.starts_with('S') {
+                return Err(what(format!(
+                    "nkey_file {}: does not hold an nkey seed (a line starting with 'S')",
+                    path.display()
+                )));
+            }
+            async_nats::ConnectOptions::with_nkey(seed)
+        }
+        (None, None) => async_nats::ConnectOptions::new(),
+    };
+    if let Some(user) = &config.user {
+        let password = config
+            .password
+            .as_ref()
+            .map(|p| p.expose().to_owned())
+            .unwrap_or_default();
+        options = options.user_and_password(user.clone(), password);
+    }
+    if let Some(token) = &config.token {
+        options = options.token(token.expose().to_owned());
+    }
+    if let Some(ca) = &config.ca_file {
+        if !ca.is_file() {
+            return Err(what(format!("ca_file {}: no such file", ca.display())));
+        }
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) {
+        for path in [cert, key] {
+            if !path.is_file() {
+                return Err(what(format!("{}: no such file", path.display())));
+            }
+        }
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    if config.require_tls {
+        options = options.require_tls(true);
+    }
+    Ok(options
+        .name(name)
+        .connection_timeout(Duration::from_secs_f64(config.connect_timeout_seconds))
+        .max_reconnects(None)
+        .reconnect_delay_callback(backoff))
+}
+
+/// Longest pause between two attempts while the server is unreachable.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Reconnection delay after `attempts` failed attempts: 0, 100 ms, 200 ms… up to 2 s.
+pub fn backoff(attempts: usize) -> Duration {
+    if attempts == 0 {
+        return Duration::ZERO;
+    }
+    let exponent = (attempts - 1).min(10) as u32;
+    (Duration::from_millis(100) * 2u32.pow(exponent)).min(MAX_BACKOFF)
 }
 
 #[cfg(test)]
