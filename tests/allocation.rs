@@ -13,11 +13,12 @@ struct NoSink;
 impl EngineSink for NoSink {}
 use neurostream::epochs;
 use neurostream::evaluate;
+use neurostream::io::Recording;
 use neurostream::pipeline::{Pipeline, PipelineConfig};
 use neurostream::source::replay::Replay;
 use neurostream::source::simulator::{self, Montage, SimulatorConfig};
 use neurostream::source::{Pace, Source, SourceItem};
-use neurostream::stream::Chunk;
+use neurostream::stream::{Chunk, StreamInfo};
 
 struct Counting;
 
@@ -85,8 +86,9 @@ fn steady_state_allocations(
     (counted, windows)
 }
 
-#[test]
-fn band_power_and_decoders_do_not_allocate_per_chunk() {
+/// 90 s of simulated 64-channel EEGMMIDB-like EEG with cues, its stream description, and its
+/// samples as a headset delivers them (chunks of 16).
+fn simulated_eegmmidb() -> (Recording, StreamInfo, Vec<Chunk>) {
     let sim = SimulatorConfig {
         montage: Montage::Eegmmidb64,
         speed: 0.0,
@@ -101,6 +103,12 @@ fn band_power_and_decoders_do_not_allocate_per_chunk() {
             chunks.push(chunk);
         }
     }
+    (recording, info, chunks)
+}
+
+#[test]
+fn band_power_and_decoders_do_not_allocate_per_chunk() {
+    let (recording, info, chunks) = simulated_eegmmidb();
     for name in [
         "motor_imagery.toml",
         "mi_bandpower_mlp.toml",
@@ -128,20 +136,7 @@ fn band_power_and_decoders_do_not_allocate_per_chunk() {
 /// re-centring steps included (one window in 30), not one allocation.
 #[test]
 fn tangent_space_with_recentring_through_the_engine_does_not_allocate() {
-    let sim = SimulatorConfig {
-        montage: Montage::Eegmmidb64,
-        speed: 0.0,
-        ..Default::default()
-    };
-    let recording = simulator::record(&sim, 90.0).unwrap();
-    let mut replay = Replay::new(&recording, None, 16, Pace::AsFastAsPossible).unwrap();
-    let info = replay.stream_info().clone();
-    let mut chunks = Vec::new();
-    while let Some(item) = replay.next_item().unwrap() {
-        if let SourceItem::Chunk(chunk) = item {
-            chunks.push(chunk);
-        }
-    }
+    let (recording, info, chunks) = simulated_eegmmidb();
     let config = pipeline("live_lsl.toml");
     assert!(
         config.training.recentre_rate > 0.0,
