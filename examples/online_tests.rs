@@ -103,22 +103,7 @@ fn main() {
         ("unsupervised", &unsup),
         ("unsupervised+supervised", &both),
     ]);
-    for t in tests {
-        for (metric, test) in [("accuracy", &t.accuracy), ("auc", &t.auc)] {
-            if let Some(x) = test {
-                println!(
-                    "    {:<40} {:<8} diff {:+.3}  {:>2}/{:>2}/{:>2}  wilcoxon p {:.4}{}  sign p {:.4}",
-                    t.pair,
-                    metric,
-                    x.mean_difference,
-                    x.better,
-                    x.worse,
-                    x.ties,
-                    x.wilcoxon_p,
-                    if x.exact { "" } else { " (normal approx.)" },
-                    x.sign_p
-                );
-            }
-        }
+    for row in tests.iter().flat_map(|t| t.rows()) {
+        println!("{row}");
     }
 }

@@ -653,6 +653,40 @@ pub struct ArmComparison {
     pub auc: Option<crate::decoder::stats::PairedTest>,
 }
 
+impl ArmComparison {
+    /// One text row per metric, as `evaluate --online` prints them (and the example that
+    /// joins chunked runs): pair, metric, mean difference, better/worse/tied subjects,
+    /// Wilcoxon and sign p.
+    pub fn rows(&self) -> Vec<String> {
+        let p_value = |p: f64| {
+            if p < 1e-3 {
+                format!("{p:.1e}")
+            } else {
+                format!("{p:.4}")
+            }
+        };
+        [("accuracy", &self.accuracy), ("auc", &self.auc)]
+            .into_iter()
+            .filter_map(|(metric, test)| {
+                test.as_ref().map(|x| {
+                    format!(
+                        "    {:<40} {:<8} diff {:+.3}  {:>2}/{:>2}/{:>2}  wilcoxon p {}{}  sign p {}",
+                        self.pair,
+                        metric,
+                        x.mean_difference,
+                        x.better,
+                        x.worse,
+                        x.ties,
+                        p_value(x.wilcoxon_p),
+                        if x.exact { "" } else { " (normal approx.)" },
+                        p_value(x.sign_p)
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
 /// The three pairwise comparisons of `evaluate --online` from per-subject scores of the arms
 /// frozen, unsupervised-only, and unsupervised + supervised (in that order of `arms`).
 pub fn compare_arms(arms: [(&str, &[ArmScore]); 3]) -> Vec<ArmComparison> {

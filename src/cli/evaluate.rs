@@ -398,14 +398,6 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
 }
 
 /// A p-value with four decimals, or two significant digits below 0.001.
-fn p_value(p: f64) -> String {
-    if p < 1e-3 {
-        format!("{p:.1e}")
-    } else {
-        format!("{p:.4}")
-    }
-}
-
 fn fmt(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into())
 }
@@ -446,22 +438,7 @@ fn print_online(rows: &[Row], means: &[evaluate::ArmScore; 3], tests: &[evaluate
         fmt(means[2].auc),
     );
     println!("  paired tests over subjects (two-sided; better/worse/tied subjects):");
-    for t in tests {
-        for (metric, test) in [("accuracy", &t.accuracy), ("auc", &t.auc)] {
-            if let Some(x) = test {
-                println!(
-                    "    {:<40} {:<8} diff {:+.3}  {:>2}/{:>2}/{:>2}  wilcoxon p {}{}  sign p {}",
-                    t.pair,
-                    metric,
-                    x.mean_difference,
-                    x.better,
-                    x.worse,
-                    x.ties,
-                    p_value(x.wilcoxon_p),
-                    if x.exact { "" } else { " (normal approx.)" },
-                    p_value(x.sign_p)
-                );
-            }
-        }
+    for row in tests.iter().flat_map(|t| t.rows()) {
+        println!("{row}");
     }
 }
